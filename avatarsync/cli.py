@@ -1,0 +1,125 @@
+"""The ``avatarsync`` command line: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import AvatarSyncError
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+# -- synth-data ---------------------------------------------------------------------------------
+def _add_synth(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output folder for the corpus (created if missing)")
+    p.add_argument("--clips", type=int, default=20, help="number of clips to generate")
+    p.add_argument("--seed", type=int, default=0, help="master seed; the same seed gives the same corpus")
+    p.add_argument("--lang", choices=["en", "zh", "mix"], default="en",
+                   help="sentence language: English, Mandarin, or both alternating")
+    p.add_argument("--size", type=int, default=128, help="frame size in pixels (square, even)")
+    p.add_argument("--fps", type=float, default=25.0, help="video frame rate")
+    p.add_argument("--identities", type=int, default=60,
+                   help="number of distinct drawn identities, split between train/val/test")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--no-video", action="store_true",
+                   help="skip the per-clip MP4 (frames, audio and ground truth are still written)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from .data.synth import SynthConfig, generate_corpus
+
+    cfg = SynthConfig(out=args.out, clips=args.clips, seed=args.seed, lang=args.lang, size=args.size,
+                      fps=args.fps, identities=args.identities, workers=args.workers, video=not args.no_video)
+    summary = generate_corpus(cfg, progress=not args.quiet)
+    print(f"wrote {summary['clips']} clips ({summary['video_seconds']:.1f} s of video) to {args.out} "
+          f"in {summary['wall_seconds']:.1f} s: {summary['realtime_factor']:.2f} s of compute per s of video "
+          f"with {summary['workers']} worker(s)")
+    return 0
+
+
+# -- phonemes ----------------------------------------------------------------------------------
+def _add_phonemes(p: argparse.ArgumentParser) -> None:
+    from .phonemes.command import add_arguments
+
+    add_arguments(p)
+
+
+def _run_phonemes(args: argparse.Namespace) -> int:
+    from .phonemes.command import run
+
+    return run(args)
+
+
+# -- train -------------------------------------------------------------------------------------
+def _add_train(p: argparse.ArgumentParser) -> None:
+    from .train.registry import TASK_NAMES
+
+    p.add_argument("task", choices=TASK_NAMES, help="which model to train")
+    p.add_argument("--config", required=True, help="recipe YAML (see recipes/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides of the recipe, e.g. train.steps=200 train.lr=1e-3")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .train.registry import run_training
+
+    result = run_training(args.task, args.config, args.overrides, progress=not args.quiet)
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.final_metrics.items()) if isinstance(v, float))
+    print(f"trained {args.task} for {result.steps} steps; model in {result.out_dir / 'final'}")
+    if shown:
+        print(f"final metrics: {shown}")
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "phonemes": ("text or audio to timestamped phoneme units", _add_phonemes, _run_phonemes),
+    "synth-data": ("generate the procedural talking-face corpus", _add_synth, _run_synth),
+    "train": ("train the tokenizer, keyframe model or interpolator from a recipe", _add_train, _run_train),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avatarsync",
+        description="Phoneme-driven talking-head generation: one portrait + text or speech -> lip-synced MP4.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"avatarsync {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (and show tracebacks on errors)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
+        add(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args._run(args)
+    except AvatarSyncError as e:
+        if args.verbose:
+            raise
+        print(f"error: {e.problem}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

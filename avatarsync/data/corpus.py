@@ -1,0 +1,96 @@
+"""Reading a corpus folder written by ``avatarsync synth-data`` (or by real-video preparation).
+
+Layout::
+
+    ROOT/corpus.json              generation settings (seed, size, fps, languages, split sizes)
+    ROOT/manifest.jsonl           one JSON object per clip (fields of ``CorpusClip``)
+    ROOT/clips/<clip_id>/video.mp4    H.264 + AAC, for people and for real-video parity
+    ROOT/clips/<clip_id>/speech.wav   the speech track
+    ROOT/clips/<clip_id>/track.json   PhonemeTrack (units and phones with times)
+    ROOT/clips/<clip_id>/frames.npz   ``frames``: (N, H, W, 3) uint8, the exact rendered frames
+    ROOT/clips/<clip_id>/truth.npz    per-frame ground truth: viseme, openness, width, rounding,
+                                      blink, yaw, pitch, roll, tx, ty, smile (N,), landmarks (N, K, 2)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..phonemes.track import PhonemeTrack
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class CorpusClip:
+    """One clip's manifest entry; file readers resolve paths against ``root``."""
+
+    root: str
+    clip_id: str
+    split: str
+    identity: int
+    sentence_id: str
+    lang: str
+    text: str
+    fps: float
+    n_frames: int
+    duration: float
+    size: int
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.root) / "clips" / self.clip_id
+
+    def frames(self) -> np.ndarray:
+        """Exact rendered frames, (N, H, W, 3) uint8 RGB."""
+        with np.load(self.folder / "frames.npz") as z:
+            return z["frames"]
+
+    def truth(self) -> dict[str, np.ndarray]:
+        with np.load(self.folder / "truth.npz") as z:
+            return {k: z[k] for k in z.files}
+
+    def track(self) -> PhonemeTrack:
+        return PhonemeTrack.load(self.folder / "track.json")
+
+    @property
+    def video_path(self) -> Path:
+        return self.folder / "video.mp4"
+
+    @property
+    def audio_path(self) -> Path:
+        return self.folder / "speech.wav"
+
+
+class Corpus:
+    """All clips of a corpus folder, filterable by split."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        manifest = self.root / "manifest.jsonl"
+        if not manifest.is_file():
+            raise InputError(
+                f"{self.root} is not a corpus folder (no manifest.jsonl)",
+                "create one with `avatarsync synth-data --out DIR`",
+            )
+        names = {f.name for f in fields(CorpusClip)} - {"root"}
+        self._clips = []
+        for line in manifest.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                self._clips.append(CorpusClip(root=str(self.root), **{k: entry[k] for k in names}))
+        settings = self.root / "corpus.json"
+        self.settings: dict = json.loads(settings.read_text()) if settings.is_file() else {}
+
+    def clips(self, split: str | None = None) -> list[CorpusClip]:
+        if split is not None and split not in SPLITS:
+            raise InputError(f"unknown split {split!r}", f"use one of {', '.join(SPLITS)}")
+        return [c for c in self._clips if split is None or c.split == split]
+
+    def __len__(self) -> int:
+        return len(self._clips)

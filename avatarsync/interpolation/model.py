@@ -1,0 +1,168 @@
+"""Timestamp-aware Mamba interpolator: two keyframe latents + tau + phones -> the in-between latent.
+
+Sequence for one (pair, target frame)::
+
+    [phone tokens] a_0 b_0 a_1 b_1 ... a_{hw-1} b_{hw-1} [phone tokens reversed]
+
+``a_i`` / ``b_i`` are the two keyframes' latent vectors at spatial position i
+(raster order), each with a 2D sine position code and a side embedding.
+Every token gets the timestamp conditioning: Fourier features of
+``tau = (t - t_A) / (t_B - t_A)`` and the log interval length in seconds.
+Phone tokens carry the viseme class of each phone overlapping the interval
+and its start/end in tau units, so the model knows where in the interval the
+mouth should change; they bracket the sequence so that both scan directions
+read them before the frame tokens. Odd layers visit the frame tokens in
+column-major order (a cheap second 2D scan path). The readout at position i
+takes the outputs at a_i and b_i and predicts a residual over the linear
+blend ``(1 - tau) a + tau b`` (zero-initialised: training starts at cross-fade).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, InputError
+from ..phonemes.visemes import VISEME_NAMES
+from .mamba import BiMambaBlock, RMSNorm, set_backend
+
+
+@dataclass
+class InterpModelConfig:
+    latent_channels: int = 16  # C of the tokenizer's quantized latents
+    d_model: int = 96
+    n_layers: int = 4
+    d_state: int = 16
+    expand: int = 2
+    d_conv: int = 4
+    max_phones: int = 8  # phones per interval given to the model (padding id 0)
+    tau_frequencies: int = 6  # Fourier features of tau: sin/cos(2^k pi tau), k < this
+    residual: bool = True  # predict a residual over the linear blend of the two keyframes
+    transpose_alternate: bool = True  # odd layers scan the grid column-major
+    backend: str = "auto"  # selective-scan backend: auto | reference | mambapy | transformers | cuda
+
+
+def sine_grid_embedding(h: int, w: int, dim: int, device=None) -> torch.Tensor:
+    """Fixed 2D sine/cosine position code, (h*w, dim), raster order; half the channels per axis."""
+    quarter = max(dim // 4, 1)
+    freqs = torch.exp(-math.log(100.0) * torch.arange(quarter, device=device, dtype=torch.float32) / quarter)
+    ys = torch.arange(h, device=device, dtype=torch.float32)[:, None] * freqs
+    xs = torch.arange(w, device=device, dtype=torch.float32)[:, None] * freqs
+    ey = torch.cat([ys.sin(), ys.cos()], -1)[:, None, :].expand(h, w, -1)
+    ex = torch.cat([xs.sin(), xs.cos()], -1)[None, :, :].expand(h, w, -1)
+    e = torch.cat([ey, ex], -1).reshape(h * w, -1)
+    return nn.functional.pad(e, (0, dim - e.shape[-1]))
+
+
+def tau_features(tau: torch.Tensor, interval: torch.Tensor, n_freq: int) -> torch.Tensor:
+    """(B,) tau and interval seconds -> (B, 2 + 2 n_freq) features."""
+    k = (2.0 ** torch.arange(n_freq, device=tau.device, dtype=torch.float32)) * math.pi
+    ang = tau.float()[:, None] * k
+    log_dt = torch.log(interval.float().clamp(min=1e-3))[:, None]
+    return torch.cat([tau.float()[:, None], log_dt, ang.sin(), ang.cos()], -1)
+
+
+def _scan_orders(h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Permutation of the 2hw interleaved frame tokens from raster to column-major order, and its inverse."""
+    col_major = torch.arange(h * w, device=device).reshape(h, w).t().reshape(-1)
+    perm = torch.stack([2 * col_major, 2 * col_major + 1], -1).reshape(-1)
+    return perm, torch.argsort(perm)
+
+
+class MambaInterpolator(nn.Module):
+    """Predict the latent of a frame between two keyframes; batch = any set of (pair, target) combinations."""
+
+    def __init__(self, cfg: InterpModelConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or InterpModelConfig()
+        d, c = cfg.d_model, cfg.latent_channels
+        self.inp = nn.Linear(c, d)
+        self.side = nn.Embedding(2, d)
+        self.cond = nn.Sequential(nn.Linear(2 + 2 * cfg.tau_frequencies, d), nn.SiLU(), nn.Linear(d, d))
+        self.phone_emb = nn.Embedding(len(VISEME_NAMES) + 1, d, padding_idx=0)
+        self.phone_time = nn.Sequential(nn.Linear(5, d), nn.SiLU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList(
+            BiMambaBlock(d, cfg.d_state, cfg.expand, cfg.d_conv, cfg.backend) for _ in range(cfg.n_layers)
+        )
+        self.norm = RMSNorm(2 * d)
+        self.head = nn.Linear(2 * d, c)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def set_backend(self, backend: str) -> None:
+        set_backend(self, backend)
+        self.cfg.backend = backend
+
+    def _phone_tokens(self, ids, spans, tau, cond) -> torch.Tensor:
+        mask = (ids > 0).float()[..., None]
+        t = tau.float()[:, None]
+        s, e = spans[..., 0].float(), spans[..., 1].float()
+        feats = torch.stack([s, e, s - t, e - t, ((s <= t) & (t < e)).float()], -1)
+        return (self.phone_emb(ids) + self.phone_time(feats) + cond[:, None]) * mask
+
+    def forward(self, lat_a: torch.Tensor, lat_b: torch.Tensor, tau: torch.Tensor, interval: torch.Tensor,
+                phone_ids: torch.Tensor | None = None, phone_spans: torch.Tensor | None = None) -> torch.Tensor:
+        """lat_a, lat_b: (B, C, h, w); tau, interval: (B,); phone_ids (B, P) long; phone_spans (B, P, 2). -> (B, C, h, w)."""
+        if lat_a.dim() != 4 or lat_a.shape != lat_b.shape or lat_a.shape[1] != self.cfg.latent_channels:
+            raise InputError(f"keyframe latents must both be (B, {self.cfg.latent_channels}, h, w); "
+                             f"got {tuple(lat_a.shape)} and {tuple(lat_b.shape)}")
+        b, c, h, w = lat_a.shape
+        tau = tau.to(lat_a.device).reshape(b)
+        interval = interval.to(lat_a.device).reshape(b)
+        cond = self.cond(tau_features(tau, interval, self.cfg.tau_frequencies))  # (b, d)
+        pos = sine_grid_embedding(h, w, self.cfg.d_model, lat_a.device)
+        ta = self.inp(lat_a.flatten(2).transpose(1, 2)) + self.side.weight[0] + pos
+        tb = self.inp(lat_b.flatten(2).transpose(1, 2)) + self.side.weight[1] + pos
+        frame = torch.stack([ta, tb], 2).reshape(b, 2 * h * w, -1) + cond[:, None]
+        if phone_ids is None or phone_ids.shape[1] == 0:
+            phones = frame.new_zeros(b, 0, frame.shape[-1])
+        else:
+            phones = self._phone_tokens(phone_ids.to(lat_a.device), phone_spans.to(lat_a.device), tau, cond)
+        n_p, n_f = phones.shape[1], frame.shape[1]
+        x = torch.cat([phones, frame, phones.flip(1)], 1)
+        perm, inv = _scan_orders(h, w, lat_a.device)
+        for i, block in enumerate(self.blocks):
+            transposed = self.cfg.transpose_alternate and i % 2 == 1 and h > 1 and w > 1
+            if transposed:
+                x = torch.cat([x[:, :n_p], x[:, n_p:n_p + n_f][:, perm], x[:, n_p + n_f:]], 1)
+            x = block(x)
+            if transposed:
+                x = torch.cat([x[:, :n_p], x[:, n_p:n_p + n_f][:, inv], x[:, n_p + n_f:]], 1)
+        f = x[:, n_p:n_p + n_f].reshape(b, h * w, 2 * x.shape[-1])  # [out(a_i), out(b_i)] per position
+        out = self.head(self.norm(f)).transpose(1, 2).reshape(b, c, h, w)
+        if self.cfg.residual:
+            t = tau.to(lat_a.dtype)[:, None, None, None]
+            out = out + (1 - t) * lat_a + t * lat_b
+        return out
+
+    def forward_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Forward on a collated batch (keys: lat_a, lat_b, tau, interval, phone_ids, phone_spans)."""
+        return self(batch["lat_a"], batch["lat_b"], batch["tau"], batch["interval"],
+                    batch.get("phone_ids"), batch.get("phone_spans"))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu",
+                        backend: str | None = None) -> "MambaInterpolator":
+        """Load an exported folder (``config.yaml`` with a ``model:`` section + ``model.safetensors``)."""
+        from safetensors.torch import load_file
+
+        from ..config import from_dict, read_yaml
+
+        folder = Path(folder)
+        if not (folder / "config.yaml").is_file() or not (folder / "model.safetensors").is_file():
+            raise CheckpointError(f"{folder} is not an interpolator folder (needs config.yaml and model.safetensors)",
+                                  "train one with `avatarsync train interp --config recipes/interp_default.yaml`")
+        data = read_yaml(folder / "config.yaml")
+        cfg = from_dict(InterpModelConfig, data.get("model", data))
+        if backend is not None:
+            cfg.backend = backend
+        model = cls(cfg)
+        try:
+            model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        except RuntimeError as e:
+            raise CheckpointError(f"weights in {folder} do not fit its config: {e}", "re-export the model") from None
+        return model.to(device).eval()

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Create or update the project environment in .venv (idempotent; a re-run with
+# nothing changed takes seconds).
+#   scripts/setup.sh          runtime: system packages + avatarsync and its dependencies
+#   scripts/setup.sh --dev    also pytest, DeepSpeed and accelerate (what the tests use)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEV=0
+[ "${1:-}" = "--dev" ] && DEV=1
+PY=${PYTHON:-python3}
+VENV=.venv
+
+# 1. System packages (Debian): espeak-ng (speech + phonemes), ffmpeg (video tools).
+need_apt=()
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "[setup] apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# 2. Python environment.
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+stamp="$VENV/.avatarsync-setup-$DEV"
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "[setup] environment up to date ($VENV)"
+  exit 0
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+echo "[setup] installing Python packages into $VENV (first run: a few minutes)"
+$PIP install -q --upgrade pip setuptools wheel
+# torch + torchvision first, pinned (the CPU machines carry these wheels on disk).
+$PIP install -q -c constraints.txt torch torchvision
+extras=""
+[ $DEV -eq 1 ] && extras="[dev,train]"
+DS_BUILD_OPS=0 $PIP install -q -c constraints.txt -e ".${extras}"
+# mediapipe 0.10.21 is the last release that ships face-mesh models in the wheel;
+# its declared pins conflict with ours, so it goes in without dependencies.
+$PIP install -q -c constraints.txt --no-deps mediapipe==0.10.21
+$PIP install -q -c constraints.txt "protobuf>=4.25,<5" absl-py flatbuffers matplotlib
+echo "$want" > "$stamp"
+echo "[setup] done"
