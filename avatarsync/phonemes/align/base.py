@@ -1,0 +1,53 @@
+"""The aligner interface: audio (+ optional transcript) -> timestamped PhonemeTrack."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+from ...errors import AlignmentError, LanguageError
+from ..audio import check_audio
+from ..lang import normalize_lang
+from ..track import PhonemeTrack
+
+
+class Aligner(ABC):
+    """One alignment backend. Subclasses implement :meth:`_align` and :meth:`unavailable_reason`."""
+
+    name: ClassVar[str] = "base"
+    languages: ClassVar[tuple[str, ...]] = ("en", "zh")
+    needs_transcript: ClassVar[bool] = True
+
+    @classmethod
+    def unavailable_reason(cls, **opts) -> str | None:
+        """Why this backend cannot run here (None when it can)."""
+        return None
+
+    def align(self, audio: np.ndarray, sample_rate: int, transcript: str | None, lang: str) -> PhonemeTrack:
+        """Timestamped units for ``audio``; ``track.source`` names the backend.
+
+        Raises AudioError (bad audio), LanguageError, AlignmentError (missing or
+        mismatching transcript), BackendUnavailable (backend or model missing).
+        """
+        lang = normalize_lang(lang)
+        if lang not in self.languages:
+            raise LanguageError(
+                f"the {self.name} aligner does not support language {lang!r}",
+                f"it supports {', '.join(self.languages)}; try --aligner auto",
+            )
+        audio = check_audio(audio, sample_rate)
+        transcript = (transcript or "").strip() or None
+        if self.needs_transcript and transcript is None:
+            raise AlignmentError(
+                f"the {self.name} aligner needs a transcript of the audio",
+                "pass --transcript \"...\", or use --aligner whisperx with local models",
+            )
+        track = self._align(audio, int(sample_rate), transcript, lang)
+        track.validate()
+        return track
+
+    @abstractmethod
+    def _align(self, audio: np.ndarray, sample_rate: int, transcript: str | None, lang: str) -> PhonemeTrack:
+        """Backend work on validated input."""

@@ -1,0 +1,162 @@
+"""Mandarin text to pinyin syllables with tone digits (the character-level units).
+
+Hanzi go through pypinyin (phrase-aware readings, tone sandhi applied so the
+units name what is spoken, neutral tone as ``5``); Arabic numbers are read out
+in Chinese first; pinyin already written with tone digits (``ni3 hao3``) is
+kept as is. Punctuation becomes a pause marker (``","`` or ``"."``).
+"""
+
+from __future__ import annotations
+
+import re
+
+_DIGITS = "零一二三四五六七八九"
+_HAN = r"\u3400-\u4dbf\u4e00-\u9fff\u3007"
+_TOKEN_RE = re.compile(
+    rf"(?P<han>[{_HAN}]+)"
+    r"|(?P<num>\d+(?:\.\d+)?%?)"
+    r"|(?P<latin>[A-Za-züÜêÊ]+[1-5]?)"
+    r"|(?P<comma>[,，、;；:：—–\-])"
+    r"|(?P<stop>[.。!！?？…])"
+)
+PINYIN_RE = re.compile(r"^[a-zvü]+[1-5]$")
+PAUSES = (",", ".")
+
+
+def _four(n: int) -> str:
+    """Read 0 < n < 10000 in Chinese (internal zeros as 零)."""
+    out, zero = [], False
+    for value, unit in ((1000, "千"), (100, "百"), (10, "十"), (1, "")):
+        d = n // value % 10
+        if d == 0:
+            zero = bool(out)
+            continue
+        if zero:
+            out.append("零")
+            zero = False
+        out.append(_DIGITS[d] + unit)
+    return "".join(out)
+
+
+def cardinal(n: int) -> str:
+    """Chinese reading of a non-negative integer below 10^12 (``15`` -> ``十五``)."""
+    if n == 0:
+        return "零"
+    parts, groups = [], [(n // 10**8) % 10**4, (n // 10**4) % 10**4, n % 10**4]
+    for g, unit in zip(groups, ("亿", "万", "")):
+        if g == 0:
+            if parts and not parts[-1].endswith("零"):
+                parts.append("零")
+            continue
+        if parts and g < 1000 and not parts[-1].endswith("零"):
+            parts.append("零")
+        parts.append(_four(g) + unit)
+    text = "".join(parts).strip("零")
+    return text[1:] if text.startswith("一十") else text
+
+
+def read_number(token: str, next_char: str = "") -> str:
+    """Chinese reading of a digit string (years and long codes digit by digit)."""
+    percent = token.endswith("%")
+    token = token.rstrip("%")
+    whole, _, frac = token.partition(".")
+    if (len(whole) == 4 and next_char == "年") or len(whole) > 12 or (len(whole) > 1 and whole[0] == "0"):
+        text = "".join(_DIGITS[int(c)] for c in whole)
+    else:
+        text = cardinal(int(whole))
+    if frac:
+        text += "点" + "".join(_DIGITS[int(c)] for c in frac)
+    return "百分之" + text if percent else text
+
+
+def to_syllables(text: str) -> list[str]:
+    """Pinyin syllables with tone digits and pause markers, in reading order.
+
+    >>> to_syllables("你好，世界")
+    ['ni2', 'hao3', ',', 'shi4', 'jie4', '.']
+    """
+    from pypinyin import Style, lazy_pinyin
+
+    items: list[str] = []
+    matches = list(_TOKEN_RE.finditer(text))
+    for i, m in enumerate(matches):
+        kind, tok = m.lastgroup, m.group()
+        if kind == "num":
+            nxt = text[m.end(): m.end() + 1]
+            tok, kind = read_number(tok, nxt), "han"
+        if kind == "han":
+            items.extend(
+                s.replace("ü", "v").replace("ê", "e")
+                for s in lazy_pinyin(tok, style=Style.TONE3, neutral_tone_with_five=True, tone_sandhi=True)
+            )
+        elif kind == "latin":
+            items.append(tok.lower().replace("ü", "v").replace("ê", "e"))
+        elif kind in ("comma", "stop"):
+            mark = "," if kind == "comma" else "."
+            if items and items[-1] not in PAUSES:
+                items.append(mark)
+            elif items and mark == ".":
+                items[-1] = "."
+    if items and items[-1] not in PAUSES:
+        items.append(".")
+    return items
+
+
+# espeak-ng 1.52's Mandarin reader has no "iong" and no interjection syllables
+# m/hm/hng (it reads them as English); these spellings sound closest.
+_INTERJECTIONS = {"m": "mu", "hm": "hen", "hng": "heng"}
+
+
+def espeak_spelling(syllable: str) -> str:
+    """How to write a pinyin syllable for espeak's pinyin voice (may be two words)."""
+    base, tone = (syllable[:-1], syllable[-1]) if syllable[-1:].isdigit() else (syllable, "")
+    if base in _INTERJECTIONS:
+        return _INTERJECTIONS[base] + tone
+    if base.endswith("iong") and base[:-4] in ("j", "q", "x"):
+        return f"{base[:-4]}i{tone} ong{tone}"
+    return syllable
+
+
+def espeak_text(items: list[str]) -> tuple[str, list[int]]:
+    """The string for espeak's pinyin voice and each item's 1-based character offset."""
+    parts, starts, pos = [], [], 1
+    for it in items:
+        if it in PAUSES:
+            if parts:
+                parts[-1] += it
+                pos += 1
+            starts.append(pos - 1)
+            continue
+        if parts:
+            parts.append(" ")
+            pos += 1
+        starts.append(pos)
+        spelled = espeak_spelling(it)
+        parts.append(spelled)
+        pos += len(spelled)
+    return "".join(parts), starts
+
+
+def syllables_by_token(tokens: list[str]) -> list[list[str]]:
+    """The pinyin syllables of each token (e.g. WhisperX's per-character words),
+    read in context of the whole text so polyphonic characters get the right reading."""
+    from pypinyin import Style, lazy_pinyin
+
+    text = "".join(tokens)
+    owner = [i for i, t in enumerate(tokens) for _ in t]
+    out: list[list[str]] = [[] for _ in tokens]
+    for m in _TOKEN_RE.finditer(text):
+        kind, tok = m.lastgroup, m.group()
+        if kind == "han":
+            sylls = lazy_pinyin(tok, style=Style.TONE3, neutral_tone_with_five=True, tone_sandhi=True)
+            for k, syl in enumerate(sylls[: len(tok)]):
+                out[owner[m.start() + k]].append(syl.replace("ü", "v").replace("ê", "e"))
+        elif kind == "num":
+            spoken = read_number(tok, text[m.end(): m.end() + 1])
+            out[owner[m.start()]].extend(
+                s.replace("ü", "v")
+                for s in lazy_pinyin(spoken, style=Style.TONE3, neutral_tone_with_five=True, tone_sandhi=True)
+            )
+        elif kind == "latin":
+            out[owner[m.start()]].append(tok.lower().replace("ü", "v").replace("ê", "e"))
+    return out
