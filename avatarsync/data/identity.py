@@ -226,14 +226,15 @@ def sample_identity(identity_id: int, seed: int = 0) -> FaceIdentity:
         hair_colour = _jitter(rng, (24 + rng.integers(0, 25), 18 + rng.integers(0, 15), 16), 0.05)
     brow_colour = _mix(hair_colour, (30, 22, 18), 0.45 if sum(hair_colour) > 350 else 0.15)
 
-    lip_base = _mix(skin, (170, 70, 80), u(0.35, 0.6))
+    lip_base = _mix(skin, (175, 72, 82), u(0.5, 0.72))
     if masc < 0.45 and rng.uniform() < 0.45:  # lipstick
-        lip_base = _pick(rng, ((175, 40, 60), (190, 80, 100), (140, 50, 60), (200, 100, 110), (120, 40, 50)))
+        lip_base = _pick(rng, ((185, 48, 66), (190, 80, 100), (165, 62, 76), (200, 100, 110), (170, 70, 90)))
         lip_base = _jitter(rng, lip_base, 0.06)
     lip_colour = _mix(lip_base, (0, 0, 0), 0.1) if lightness < 0.4 else lip_base
     # keep lips clearly lighter than the dark mouth interior
-    if sum(lip_colour) < 190:
-        lip_colour = _mix(lip_colour, (190, 120, 120), 0.35)
+    lum = 0.299 * lip_colour[0] + 0.587 * lip_colour[1] + 0.114 * lip_colour[2]
+    if lum < 88:
+        lip_colour = _mix(lip_colour, (196, 116, 122), min(1.0, (88 - lum) / (150 - lum)))
 
     background = _pick(rng, BACKGROUNDS, (0.14, 0.18, 0.14, 0.1, 0.08, 0.14, 0.12, 0.1))
     bg_colour1 = _hsv_colour(rng, (0.05, 0.55), (0.35, 0.95))
@@ -271,7 +272,7 @@ def sample_identity(identity_id: int, seed: int = 0) -> FaceIdentity:
         hair_part=u(-1.0, 1.0),
         fringe=u(0.0, 1.0) if rng.uniform() < 0.35 else 0.0,
         eye_shape=_pick(rng, EYE_SHAPES),
-        eye_size=u(5.4, 6.8),
+        eye_size=u(6.0, 7.3),
         eye_gap=face_w * u(0.42, 0.5),
         eye_y=u(-1.5, 2.0),
         eye_tilt=u(-0.6, 1.2),
@@ -285,10 +286,10 @@ def sample_identity(identity_id: int, seed: int = 0) -> FaceIdentity:
         nose_length=u(13.0, 17.0),
         nose_width=u(4.2, 6.2),
         mouth_y=u(21.0, 25.0),
-        mouth_w=u(8.8, 11.2),
+        mouth_w=u(9.5, 12.0),
         lip_colour=lip_colour,
-        upper_lip=u(1.8, 3.2),
-        lower_lip=u(2.4, 4.0),
+        upper_lip=u(2.2, 3.6),
+        lower_lip=u(2.9, 4.6),
         background=background,
         bg_colour1=bg_colour1,
         bg_colour2=bg_colour2,
