@@ -109,6 +109,12 @@ def test_deepspeed_zero2_trains_on_cpu(tmp_path, monkeypatch):
     ds_json = tmp_path / "ds.json"
     ds_json.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    # the CPU shared-memory all-reduce op only speeds up multi-process runs and takes minutes to compile
+    import importlib
+
+    ds_comm_torch = importlib.import_module("deepspeed.comm.torch")  # the module, not deepspeed.comm's `torch`
+
+    monkeypatch.setattr(ds_comm_torch, "build_shm_op", lambda: None)
     cfg = _cfg(tmp_path, steps=12, deepspeed=str(ds_json), eval_every=0, save_every=0, log_every=1)
     res = fit(ToyTask(), cfg, progress=False)
     losses = [h["loss"] for h in res.history if "loss" in h]

@@ -1,0 +1,206 @@
+"""Parallel keyframe prediction with a shared-prefix KV cache.
+
+Decoding runs in two phases:
+
+1. The prefix (``<bos>`` + reference tokens + every segment's duration and
+   unit tokens) is computed once, batch size 1. Its keys/values do not depend
+   on which keyframe reads them (masks.py), so they are shared.
+2. All keyframes (or chunks of ``batch_size``) decode together, one row per
+   keyframe: the prefix cache is copied once into a preallocated buffer of
+   ``rows x (prefix + frame)`` slots, then ``1 + h*w`` steps feed [B] and the
+   frame tokens; each row's mask selects the prefix columns its variant may
+   read plus its own earlier frame tokens.
+
+Row i's tokens get the same positions and masks as in the packed training
+layout, so batched, one-at-a-time and cache-free decoding agree (tests).
+Sampling noise comes from a generator per keyframe seeded with
+``(seed, keyframe index)``: a fixed seed gives the same keyframes whatever
+the batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .layout import (
+    FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, TokenMeta, frame_step_layout, prefix_layout,
+)
+from .masks import allowed
+from .model import FKGModel, digit_logits
+from .vocab import FKGVocab, merge_codes
+
+
+class GenerationError(ValueError):
+    """Bad decoding inputs or settings."""
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # 0 = no top-k filter (applied per code digit)
+    seed: int = 0
+
+
+@dataclass
+class KeyframeResult:
+    codes: torch.Tensor  # [N, h, w] visual codes
+    logits: torch.Tensor | None = None  # [N, h*w, sum(factors)] when requested
+
+
+def _buffer_cache(prefix_kv: list[tuple[torch.Tensor, torch.Tensor]], rows: int, extra: int):
+    """A transformers Cache whose layers write into preallocated buffers (no per-step concatenation)."""
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    class BufferLayer(DynamicLayer):
+        def __init__(self, k: torch.Tensor, v: torch.Tensor) -> None:
+            super().__init__()
+            p = k.shape[-2]
+            shape = (rows, k.shape[1], p + extra, k.shape[-1])
+            self.kbuf = k.new_empty(shape)
+            self.vbuf = v.new_empty((rows, v.shape[1], p + extra, v.shape[-1]))
+            self.kbuf[:, :, :p] = k
+            self.vbuf[:, :, :p] = v
+            self.length = p
+            self.dtype, self.device = k.dtype, k.device
+            self.is_initialized = True
+            self.keys, self.values = self.kbuf[:, :, :p], self.vbuf[:, :, :p]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            n = key_states.shape[-2]
+            self.kbuf[:, :, self.length:self.length + n] = key_states
+            self.vbuf[:, :, self.length:self.length + n] = value_states
+            self.length += n
+            self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+    return Cache(layers=[BufferLayer(k, v) for k, v in prefix_kv])
+
+
+def _pick(logits: torch.Tensor, factors: tuple[int, ...], codebook_size: int, sampling: SamplingConfig,
+          generators: list[torch.Generator] | None) -> torch.Tensor:
+    """Codes ``[b]`` from logits ``[b, sum(factors)]``: greedy, or temperature / top-k sampling."""
+    digits = []
+    for k, lg in enumerate(digit_logits(logits.float(), factors)):
+        if sampling.temperature <= 0 or generators is None:
+            digits.append(lg.argmax(-1))
+            continue
+        lg = lg / sampling.temperature
+        if 0 < sampling.top_k < lg.shape[-1]:
+            kth = lg.topk(sampling.top_k, dim=-1).values[..., -1:]
+            lg = lg.masked_fill(lg < kth, float("-inf"))
+        u = torch.stack([torch.rand(lg.shape[-1], generator=g, dtype=torch.float64) for g in generators])
+        gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-12))).to(lg.device, lg.dtype)
+        digits.append((lg + gumbel).argmax(-1))
+    return merge_codes(torch.stack(digits, -1), factors).clamp(max=codebook_size - 1)
+
+
+def _prefix_kv(model: FKGModel, ids: torch.Tensor, meta: TokenMeta, position: torch.Tensor):
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    mask = allowed(meta, meta, model.mask_variant, model.window)
+    model(ids[None], position[None], mask[None], meta.kind[None], meta.offset[None], past_key_values=cache,
+          use_cache=True)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+@torch.no_grad()
+def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Sequence[int] | torch.Tensor,
+                       dur_ids: Sequence[int] | torch.Tensor, sampling: SamplingConfig | None = None,
+                       batch_size: int | None = None, use_cache: bool = True,
+                       return_logits: bool = False) -> KeyframeResult:
+    """Predict the visual codes of every keyframe of one utterance.
+
+    ``ref_codes [h, w]``: the reference image's codes; ``unit_ids``/``dur_ids [N]``: vocabulary
+    ids (FKGVocab.unit_id / duration_id). ``batch_size``: keyframes decoded together
+    (None = all at once, 1 = one at a time). ``use_cache=False`` recomputes the whole
+    sequence at every step (slow; for checking the cache).
+    """
+    sampling = sampling or SamplingConfig()
+    vocab: FKGVocab = model.vocab
+    device = next(model.parameters()).device
+    unit_ids = torch.as_tensor(unit_ids, dtype=torch.long)
+    dur_ids = torch.as_tensor(dur_ids, dtype=torch.long)
+    if ref_codes.dim() != 2:
+        raise GenerationError(f"ref_codes must be [h, w], got {tuple(ref_codes.shape)}")
+    n = unit_ids.numel()
+    if n == 0:
+        raise GenerationError("no units to generate keyframes for", "pass a non-empty phoneme track")
+    if batch_size is not None and batch_size < 1:
+        raise GenerationError(f"batch_size must be >= 1 or None, got {batch_size}")
+    h, w = ref_codes.shape
+    f = h * w
+    model.check_grid(f)
+    ids, meta, position = prefix_layout(vocab, ref_codes.cpu(), unit_ids, dur_ids, model.stride)
+    ids, meta, position = ids.to(device), meta.to(device), position.to(device)
+    prefix_kv = _prefix_kv(model, ids, meta, position) if use_cache else None
+
+    chunk = n if batch_size is None else batch_size
+    codes = torch.zeros(n, f, dtype=torch.long, device=device)
+    all_logits = torch.zeros(n, f, sum(model.factors), device=device) if return_logits else None
+    for start in range(0, n, chunk):
+        segs = torch.arange(start, min(n, start + chunk), device=device)
+        gens = None
+        if sampling.temperature > 0:
+            gens = [torch.Generator().manual_seed(int(sampling.seed) * 1_000_003 + int(s)) for s in segs]
+        out_codes, out_logits = _decode_rows(model, segs, ids, meta, position, prefix_kv, f, sampling, gens)
+        codes[segs] = out_codes
+        if all_logits is not None:
+            all_logits[segs] = out_logits
+    return KeyframeResult(codes=codes.reshape(n, h, w), logits=all_logits)
+
+
+def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, prefix_meta: TokenMeta,
+                 prefix_pos: torch.Tensor, prefix_kv, f: int, sampling: SamplingConfig,
+                 gens: list[torch.Generator] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    vocab: FKGVocab = model.vocab
+    b, p = segs.numel(), prefix_ids.numel()
+    device = prefix_ids.device
+    # Key metadata of every slot a row will ever hold: the prefix, then [B] and frame tokens 0..f-2.
+    gen_kind = torch.full((b, f), KIND_FRAME, dtype=torch.long, device=device)
+    gen_kind[:, 0] = KIND_BEGIN
+    gen_off = (FRAME_OFFSET - 1 + torch.arange(f, device=device)).expand(b, f)
+    k_meta = TokenMeta(torch.cat([prefix_meta.kind.expand(b, p), gen_kind], 1),
+                       torch.cat([prefix_meta.segment.expand(b, p), segs[:, None].expand(b, f)], 1),
+                       torch.cat([prefix_meta.offset.expand(b, p), gen_off], 1))
+    fed = torch.full((b, f), vocab.begin_frame_id, dtype=torch.long, device=device)
+    fed_pos = torch.zeros((b, f), dtype=torch.long, device=device)
+    codes = torch.zeros((b, f), dtype=torch.long, device=device)
+    logits_out = torch.zeros((b, f, sum(model.factors)), device=device)
+    cache = _buffer_cache(prefix_kv, b, f) if prefix_kv is not None else None
+    for t in range(f):
+        q_meta, q_pos = frame_step_layout(segs, t, f, model.stride)
+        fed_pos[:, t] = q_pos
+        if t > 0:
+            fed[:, t] = vocab.visual_ids(codes[:, t - 1])
+        if cache is not None:
+            k = TokenMeta(k_meta.kind[:, :p + t + 1], k_meta.segment[:, :p + t + 1], k_meta.offset[:, :p + t + 1])
+            q = TokenMeta(q_meta.kind[:, None], q_meta.segment[:, None], q_meta.offset[:, None])
+            mask = allowed(q, k, model.mask_variant, model.window)
+            out = model(fed[:, t:t + 1], q_pos[:, None], mask, q.kind, q.offset, past_key_values=cache,
+                        use_cache=True)
+            logits = out.logits[:, -1]
+        else:  # full recomputation of prefix + this row's tokens
+            all_ids = torch.cat([prefix_ids.expand(b, p), fed[:, :t + 1]], 1)
+            all_pos = torch.cat([prefix_pos.expand(b, p), fed_pos[:, :t + 1]], 1)
+            m = TokenMeta(k_meta.kind[:, :p + t + 1], k_meta.segment[:, :p + t + 1], k_meta.offset[:, :p + t + 1])
+            mask = allowed(m, m, model.mask_variant, model.window)
+            logits = model(all_ids, all_pos, mask, m.kind, m.offset).logits[:, -1]
+        logits_out[:, t] = logits.float()
+        codes[:, t] = _pick(logits, model.factors, vocab.codebook_size, sampling, gens)
+    return codes, logits_out
+
+
+def track_ids(vocab: FKGVocab, units: Sequence, unit_key: str = "symbol") -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit and duration ids for ``PhonemeTrack.units`` (``unit_key``: "symbol" or "viseme")."""
+    if unit_key not in ("symbol", "viseme"):
+        raise GenerationError(f"unit_key must be 'symbol' or 'viseme', got {unit_key!r}")
+    uid = [vocab.unit_id(getattr(u, unit_key)) for u in units]
+    did = [vocab.duration_id(u.end - u.start) for u in units]
+    return torch.tensor(uid, dtype=torch.long), torch.tensor(did, dtype=torch.long)

@@ -1,0 +1,182 @@
+"""The keyframe model: a decoder-only Llama transformer (from a config, no pretrained weights).
+
+Text ids (specials, units, duration bins) use the backbone's token embedding;
+visual codes use one embedding table per code digit (summed), and the output
+head predicts one distribution per digit (see vocab.code_factors). Attention
+masks are explicit (masks.py) and positions explicit (layout.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layout import IGNORE, n_slots, slot_ids
+from .masks import backend_mask, canonical_variant, default_stride
+from .vocab import FKGVocab, split_codes
+
+
+class ModelConfigError(ValueError):
+    """An unknown model size or attention implementation."""
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_positions: int = 16384
+    rope_theta: float = 10000.0
+    max_frame_tokens: int = 1024  # largest token grid (h*w) the slot embedding covers
+
+
+# tiny: unit tests; small: the CPU default; base / large: GPU training.
+MODEL_SIZES: dict[str, ModelSize] = {
+    "tiny": ModelSize(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128),
+    "small": ModelSize(hidden_size=384, num_layers=6, num_heads=6, intermediate_size=1024),
+    "base": ModelSize(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2048),
+    "large": ModelSize(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=2816),
+}
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def model_size(size: str | ModelSize) -> ModelSize:
+    if isinstance(size, ModelSize):
+        return size
+    if size not in MODEL_SIZES:
+        raise ModelConfigError(f"unknown FKG model size {size!r}; use one of {', '.join(MODEL_SIZES)}")
+    return MODEL_SIZES[size]
+
+
+@dataclass
+class FKGOutput:
+    logits: torch.Tensor  # [..., sum(factors)]: concatenated per-digit logits
+    past_key_values: Any = None
+
+
+class FKGModel(nn.Module):
+    """Decoder-only keyframe generator; ``forward`` takes ids, positions and a bool mask."""
+
+    def __init__(self, vocab: FKGVocab, size: str | ModelSize = "small", mask_variant: str = "one_to_one",
+                 window: int = 2, stride: int | None = None, attn_implementation: str = "sdpa",
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        from transformers import LlamaConfig, LlamaModel  # heavy import: only when a model is built
+
+        if attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ModelConfigError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, "
+                                   f"got {attn_implementation!r}")
+        self.vocab = vocab
+        self.size_name = size if isinstance(size, str) else "custom"
+        self.size = model_size(size)
+        self.mask_variant = canonical_variant(mask_variant)
+        self.window = window
+        self.stride = default_stride(self.mask_variant) if stride is None else int(stride)
+        s = self.size
+        if s.hidden_size % s.num_heads:
+            raise ModelConfigError(f"hidden_size {s.hidden_size} is not divisible by num_heads {s.num_heads}")
+        self.llama_config = LlamaConfig(
+            vocab_size=vocab.n_text, hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
+            num_attention_heads=s.num_heads, num_key_value_heads=s.num_heads,
+            intermediate_size=s.intermediate_size, max_position_embeddings=s.max_positions,
+            rope_theta=s.rope_theta, attention_dropout=dropout, pad_token_id=vocab.pad_id,
+            attn_implementation=attn_implementation, tie_word_embeddings=False,
+        )
+        self.backbone = LlamaModel(self.llama_config)
+        self.factors = tuple(vocab.factors)
+        self.code_embed = nn.ModuleList(nn.Embedding(f, s.hidden_size) for f in self.factors)
+        self.slot_embed = nn.Embedding(n_slots(s.max_frame_tokens), s.hidden_size)
+        self.head = nn.Linear(s.hidden_size, sum(self.factors), bias=False)
+        for m in [*self.code_embed, self.slot_embed, self.head]:
+            nn.init.normal_(m.weight, std=self.llama_config.initializer_range)
+
+    # -- configuration --------------------------------------------------------------------
+    @property
+    def attn_implementation(self) -> str:
+        return self.backbone.config._attn_implementation
+
+    def set_attn_implementation(self, name: str) -> None:
+        if name not in ATTN_IMPLEMENTATIONS:
+            raise ModelConfigError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {name!r}")
+        self.backbone.set_attn_implementation(name)
+
+    def check_grid(self, frame_tokens: int) -> None:
+        if frame_tokens > self.size.max_frame_tokens:
+            raise ModelConfigError(f"a token grid of {frame_tokens} cells exceeds the model's max_frame_tokens="
+                                   f"{self.size.max_frame_tokens}; use a smaller grid or a custom ModelSize")
+
+    def describe(self) -> dict[str, Any]:
+        """What is needed to rebuild this model (saved as model.json beside the weights)."""
+        return {"size": self.size_name if self.size_name != "custom" else asdict(self.size),
+                "mask_variant": self.mask_variant, "window": self.window, "stride": self.stride,
+                "vocab": self.vocab.to_dict()}
+
+    @classmethod
+    def from_description(cls, d: dict[str, Any], attn_implementation: str = "sdpa") -> "FKGModel":
+        size = d["size"] if isinstance(d["size"], str) else ModelSize(**d["size"])
+        return cls(FKGVocab.from_dict(d["vocab"]), size, d["mask_variant"], int(d["window"]), int(d["stride"]),
+                   attn_implementation)
+
+    # -- compute --------------------------------------------------------------------------
+    def embed(self, ids: torch.Tensor, kind: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        vis = ids >= self.vocab.visual_offset
+        text = self.backbone.embed_tokens(torch.where(vis, torch.zeros_like(ids), ids))
+        digits = split_codes((ids - self.vocab.visual_offset).clamp(min=0), self.factors)
+        code = sum(emb(digits[..., k]) for k, emb in enumerate(self.code_embed))
+        slots = slot_ids(kind, offset, self.size.max_frame_tokens)
+        return torch.where(vis.unsqueeze(-1), code, text) + self.slot_embed(slots)
+
+    def forward(self, ids: torch.Tensor, position: torch.Tensor, mask: torch.Tensor, kind: torch.Tensor,
+                offset: torch.Tensor, past_key_values: Any = None, use_cache: bool = False,
+                select: torch.Tensor | None = None) -> FKGOutput:
+        """``ids``/``position``/``kind``/``offset`` ``[B, Lq]`` (layout.py); ``mask`` bool
+        ``[B, Lq, Lk]`` (True = attend), where ``Lk`` counts cached tokens plus the new ones.
+        ``select`` (bool ``[B, Lq]``) keeps only those positions' logits (``[M, sum(factors)]``)."""
+        x = self.embed(ids, kind, offset)
+        attn = backend_mask(mask, self.attn_implementation, x.dtype)
+        out = self.backbone(inputs_embeds=x, attention_mask=attn, position_ids=position,
+                            past_key_values=past_key_values, use_cache=use_cache)
+        h = out.last_hidden_state
+        if select is not None:
+            h = h[select]
+        return FKGOutput(logits=self.head(h), past_key_values=out.past_key_values if use_cache else None)
+
+
+# -- logits helpers --------------------------------------------------------------------------
+def digit_logits(logits: torch.Tensor, factors: tuple[int, ...]) -> list[torch.Tensor]:
+    return list(logits.split(list(factors), dim=-1))
+
+
+def code_log_probs(logits: torch.Tensor, factors: tuple[int, ...], codebook_size: int) -> torch.Tensor:
+    """Per-code log-probabilities ``[..., K]`` (sum of digit log-probs; renormalised when the digit
+    product exceeds K)."""
+    parts = [F.log_softmax(x.float(), dim=-1) for x in digit_logits(logits, factors)]
+    out = parts[0]
+    for p in parts[1:]:
+        out = (out.unsqueeze(-1) + p.unsqueeze(-2)).flatten(-2)
+    if out.shape[-1] != codebook_size:
+        out = F.log_softmax(out[..., :codebook_size], dim=-1)
+    return out
+
+
+def code_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, factors: tuple[int, ...]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean token cross-entropy (nats per code, summed over digits) and accuracy of the
+    per-digit argmax. ``logits [M, sum(f)]``, ``labels [M]`` codes (``IGNORE`` skipped)."""
+    keep = labels != IGNORE
+    logits, labels = logits[keep], labels[keep]
+    if labels.numel() == 0:
+        zero = logits.sum() * 0.0
+        return zero, zero.detach()
+    digits = split_codes(labels, factors)
+    loss = logits.new_zeros((), dtype=torch.float32)
+    correct = torch.ones_like(labels, dtype=torch.bool)
+    for k, lg in enumerate(digit_logits(logits, factors)):
+        loss = loss + F.cross_entropy(lg.float(), digits[:, k])
+        correct &= lg.argmax(-1) == digits[:, k]
+    return loss, correct.float().mean().detach()

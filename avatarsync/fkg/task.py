@@ -1,0 +1,424 @@
+"""``FKGTask``: the keyframe model plugged into the shared training loop (``avatarsync train fkg``).
+
+Stage 1 minimises token cross-entropy (paper Eq. 6). Stage 2 adds LPIPS,
+identity and facial-similarity losses on keyframes decoded differentiably by
+the visual tokenizer (Eq. 7-10), weighted by ``loss.lambda1..lambda4``;
+start it from a stage-1 model with ``init_from``.
+
+Held-out metrics (``evaluate``), higher is better unless noted:
+``ce`` (lower), ``acc`` (teacher-forced code accuracy), ``gen_code_acc``
+(greedy parallel decoding vs ground-truth codes) and, with a tokenizer,
+``kf_psnr`` / ``kf_ssim`` of generated keyframes against the real frames next
+to ``still_psnr`` / ``still_ssim`` of the still reference image, and with a
+corpus, ``mouth_viseme_acc`` / ``mouth_open_acc`` (mouth state measured from
+the generated pixels, metrics.py) next to ``still_mouth_viseme_acc``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import save_config
+from ..errors import BackendUnavailable, CheckpointError, InputError
+from .data import CacheDataset, ExampleDataset, FKGExample, build_token_cache, crop_config, read_cache_index
+from .generate import SamplingConfig, generate_keyframes
+from .layout import FRAME_OFFSET, IGNORE, KIND_FRAME, TokenMeta, collate_packed, pack_utterance, prefix_length, segment_length
+from .masks import canonical_variant, default_stride, packed_mask
+from .metrics import mouth_accuracy, mouth_states, pixel_openness, psnr, ssim, to_unit
+from .model import FKGModel, code_cross_entropy, code_log_probs, digit_logits
+from .vocab import DEFAULT_DURATION_EDGES, FKGVocab, build_unit_list
+
+log = logging.getLogger("avatarsync.fkg")
+
+
+@dataclass
+class FKGDataConfig:
+    corpus: str = ""  # corpus folder written by `avatarsync synth-data` (for the cache and mouth metrics)
+    token_cache: str = ""  # token cache folder; built from corpus + tokenizer when missing
+    tokenizer: str = ""  # exported tokenizer folder (needed to build the cache, for stage 2 and pixel metrics)
+    max_units: int = 8  # units per training sequence; longer utterances are split into chunks
+    unit_key: Literal["symbol", "viseme"] = "symbol"  # what a unit token stands for
+    val_split: Literal["val", "test"] = "val"
+    cache_device: str = "auto"  # device used to encode frames into the cache
+    # How frames are cropped before tokenization; empty / 0 = as the tokenizer was trained (its run's
+    # data section), else these values (see tokenizers.data.TokenizerDataConfig).
+    align: str = ""  # none | clip | frame
+    crop_size: int = 0
+    landmark_layout: str = ""
+
+
+@dataclass
+class FKGLossConfig:
+    stage: Literal[1, 2] = 1  # 1: token cross-entropy; 2: + pixel losses through the tokenizer
+    lambda1: float = 1.0  # token cross-entropy (recon)
+    lambda2: float = 1.0  # LPIPS
+    lambda3: float = 0.5  # identity consistency
+    lambda4: float = 0.5  # facial similarity
+    decode_mode: Literal["st", "soft"] = "st"  # differentiable decode: straight-through or soft
+    max_frames: int = 4  # keyframes decoded per step for the pixel losses
+    lpips_weights: str | None = None  # local torchvision backbone state dict for LPIPS (else fallback)
+    lpips_net: Literal["vgg", "alex", "squeeze"] = "vgg"
+    facenet_weights: str | None = None  # local InceptionResnetV1 (vggface2) state dict (else fallback)
+
+
+@dataclass
+class FKGEvalConfig:
+    generate: bool = True  # decode keyframes during evaluation (slower, gives the pixel metrics)
+    max_utterances: int = 4  # utterances decoded per evaluation
+    openness_tol: float = 0.15  # truth-openness tolerance of mouth_open_acc (0 closed .. 1 widest)
+    pixel_openness_tol: float = 0.075  # tolerance of mouth_open_px_acc, in inter-ocular distances
+
+
+@dataclass
+class FKGConfig:
+    size: Literal["tiny", "small", "base", "large"] = "small"
+    mask: str = "one_to_one"  # global | accumulative | window | one_to_one
+    window: int = 2  # units visible to the 'window' variant
+    position_stride: int | None = None  # None: 0 for one_to_one, 3 otherwise (layout.py)
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    dropout: float = 0.0
+    units: list[str] = field(default_factory=list)  # unit vocabulary; empty = every unit of the training split
+    duration_edges: list[float] = field(default_factory=lambda: list(DEFAULT_DURATION_EDGES))
+    codebook_size: int = 0  # 0 = from the token cache
+    factorize_above: int = 4096  # larger codebooks are predicted as two digits
+    init_from: str | None = None  # FKG model folder to start from (stage 2 after stage 1); its vocab is kept
+    data: FKGDataConfig = field(default_factory=FKGDataConfig)
+    loss: FKGLossConfig = field(default_factory=FKGLossConfig)
+    eval: FKGEvalConfig = field(default_factory=FKGEvalConfig)
+
+
+# -- model folders ---------------------------------------------------------------------------
+def save_fkg(model: FKGModel, folder: str | Path, config: FKGConfig | None = None) -> None:
+    """``model.safetensors`` + ``model.json`` (size, mask, stride, vocab) [+ ``config.yaml``]."""
+    from ..train.checkpoint import save_weights
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(model, folder / "model.safetensors")
+    (folder / "model.json").write_text(json.dumps(model.describe(), ensure_ascii=False, indent=1), encoding="utf-8")
+    if config is not None:
+        save_config(config, folder / "config.yaml")
+
+
+def load_fkg(folder: str | Path, device: torch.device | str = "cpu", attn_implementation: str = "sdpa") -> FKGModel:
+    """A trained keyframe model from a folder written by ``save_fkg`` / the training loop."""
+    from ..train.checkpoint import load_weights
+
+    folder = Path(folder)
+    if not (folder / "model.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise CheckpointError(f"{folder} is not an FKG model folder (needs model.json and model.safetensors)",
+                              "point at the 'final' folder of an `avatarsync train fkg` run")
+    model = FKGModel.from_description(json.loads((folder / "model.json").read_text(encoding="utf-8")),
+                                      attn_implementation)
+    load_weights(model, folder / "model.safetensors")
+    return model.to(device).eval()
+
+
+def load_tokenizer(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """An exported visual tokenizer, frozen, in eval mode."""
+    from .. import tokenizers
+
+    loader = getattr(tokenizers, "load_tokenizer", None)
+    if loader is None:
+        raise BackendUnavailable("avatarsync.tokenizers has no load_tokenizer(path) yet",
+                                 "export a tokenizer with `avatarsync train tokenizer` and use a version "
+                                 "of avatarsync that provides load_tokenizer")
+    tok = loader(str(path), device=device) if "device" in loader.__code__.co_varnames else loader(str(path))
+    tok = tok.to(device).eval()
+    for p in tok.parameters():
+        p.requires_grad_(False)
+    return tok
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class FKGTask:
+    """TrainTask for the keyframe model. ``train_examples``/``val_examples``/``tokenizer`` may be
+    given directly (tests, scripts); otherwise they come from ``config.data``."""
+
+    name = "fkg"
+    Config = FKGConfig
+
+    def __init__(self, config: FKGConfig | None = None, *, train_examples: list[FKGExample] | None = None,
+                 val_examples: list[FKGExample] | None = None, tokenizer: nn.Module | None = None) -> None:
+        self.cfg = config or FKGConfig()
+        self.variant = canonical_variant(self.cfg.mask)
+        self.stride = default_stride(self.variant) if self.cfg.position_stride is None else self.cfg.position_stride
+        self._train_examples, self._val_examples = train_examples, val_examples
+        self._tokenizer = tokenizer
+        self._train_ds = self._val_ds = None
+        self._cache_index: dict | None = None
+        self._vocab: FKGVocab | None = None
+        self._pixel_losses: nn.Module | None = None
+
+    # -- data ----------------------------------------------------------------------------------
+    def _cache_dir(self) -> Path:
+        d = self.cfg.data
+        if d.token_cache:
+            return Path(d.token_cache)
+        if d.corpus:
+            return Path(d.corpus) / "fkg_token_cache"
+        raise InputError("the fkg recipe names no data", "set data.corpus (and data.tokenizer) or data.token_cache")
+
+    def _ensure_cache(self) -> Path:
+        cache = self._cache_dir()
+        if not (cache / "index.json").is_file():
+            d = self.cfg.data
+            if not d.corpus or (not d.tokenizer and self._tokenizer is None):
+                raise InputError(f"token cache {cache} does not exist and cannot be built",
+                                 "set data.corpus and data.tokenizer in the recipe")
+            dev = _device(d.cache_device)
+            log.info("building the FKG token cache in %s", cache)
+            crop = crop_config(d.corpus, d.tokenizer, d.align, d.crop_size, d.landmark_layout)
+            build_token_cache(d.corpus, self.tokenizer(dev), cache, dev, tokenizer_path=d.tokenizer, crop=crop)
+        self._cache_index = read_cache_index(cache)
+        return cache
+
+    def _datasets(self) -> None:
+        if self._train_ds is not None:
+            return
+        max_units = self.cfg.data.max_units
+        if self._train_examples is not None:
+            self._train_ds = ExampleDataset(self._train_examples, max_units)
+            self._val_ds = ExampleDataset(self._val_examples or [], max_units)
+        else:
+            cache = self._ensure_cache()
+            self._train_ds = CacheDataset(cache, "train", max_units, pixels=self.cfg.loss.stage == 2)
+            self._val_ds = CacheDataset(cache, self.cfg.data.val_split, max_units, pixels=True)
+
+    def train_dataset(self):
+        self._datasets()
+        return self._train_ds
+
+    def val_dataset(self):
+        self._datasets()
+        return self._val_ds
+
+    def _symbols(self, ex: FKGExample) -> list[str]:
+        return ex.units if self.cfg.data.unit_key == "symbol" else ex.visemes
+
+    @property
+    def vocab(self) -> FKGVocab:
+        if self._vocab is None:
+            self._vocab = self._make_vocab()
+        return self._vocab
+
+    def _make_vocab(self) -> FKGVocab:
+        cfg = self.cfg
+        if cfg.init_from:
+            meta = Path(cfg.init_from) / "model.json"
+            if not meta.is_file():
+                raise CheckpointError(f"init_from {cfg.init_from} has no model.json", "point at an FKG model folder")
+            return FKGVocab.from_dict(json.loads(meta.read_text(encoding="utf-8"))["vocab"])
+        self._datasets()
+        units = list(cfg.units)
+        if not units:
+            if self._train_examples is not None:
+                units = build_unit_list(self._symbols(ex) for ex in self._train_examples)
+            else:
+                key = "units" if cfg.data.unit_key == "symbol" else "visemes"
+                units = build_unit_list(c[key] for c in self._cache_index["clips"] if c["split"] == "train")
+        codebook = cfg.codebook_size
+        if codebook <= 0:
+            if self._cache_index is not None:
+                codebook = int(self._cache_index["codebook_size"])
+            elif self._tokenizer is not None:
+                codebook = int(self._tokenizer.codebook_size)
+            else:
+                raise InputError("the codebook size is unknown", "set codebook_size in the fkg recipe")
+        return FKGVocab(units=units, codebook_size=codebook, duration_edges=list(cfg.duration_edges),
+                        factorize_above=cfg.factorize_above)
+
+    def tokenizer(self, device: torch.device | str | None = None) -> nn.Module | None:
+        """The visual tokenizer (loaded from data.tokenizer on first use); None when there is none."""
+        if self._tokenizer is None and self.cfg.data.tokenizer:
+            self._tokenizer = load_tokenizer(self.cfg.data.tokenizer, device or "cpu")
+        if self._tokenizer is not None and device is not None:
+            self._tokenizer = self._tokenizer.to(device)
+        return self._tokenizer
+
+    # -- model ---------------------------------------------------------------------------------
+    def build_model(self) -> FKGModel:
+        cfg = self.cfg
+        model = FKGModel(self.vocab, cfg.size, self.variant, cfg.window, self.stride, cfg.attn_implementation,
+                         cfg.dropout)
+        if cfg.init_from:
+            from ..train.checkpoint import load_weights
+
+            load_weights(model, Path(cfg.init_from) / "model.safetensors")
+        return model
+
+    def export(self, model: nn.Module, folder: Path) -> None:
+        save_fkg(model, folder, self.cfg)
+
+    # -- batches -------------------------------------------------------------------------------
+    def collate(self, items: list[FKGExample]) -> dict[str, Any]:
+        vocab = self.vocab
+        packed = []
+        for ex in items:
+            units = [vocab.unit_id(s) for s in self._symbols(ex)]
+            durs = [vocab.duration_id(d) for d in ex.durations]
+            packed.append(pack_utterance(vocab, torch.as_tensor(ex.ref_codes), units, durs,
+                                         torch.as_tensor(ex.key_codes), self.stride))
+        batch: dict[str, Any] = collate_packed(packed, vocab.pad_id)
+        batch["n_units"] = torch.tensor([len(ex) for ex in items])
+        batch["grid"] = torch.tensor(packed[0].grid)
+        batch["key_frames"] = torch.tensor([k for ex in items for k in (ex.key_frames or range(len(ex)))])
+        batch["clip_ids"] = [ex.clip_id for ex in items]
+        if all(ex.key_pixels is not None for ex in items):
+            batch["key_pixels"] = torch.from_numpy(np.concatenate([ex.key_pixels for ex in items]))
+        if all(ex.key_boxes is not None for ex in items):
+            batch["key_boxes"] = torch.from_numpy(np.concatenate([ex.key_boxes for ex in items]))
+        if all(ex.key_landmarks is not None for ex in items):  # fixed point (1/16 px): the loop may cast floats
+            batch["key_landmarks16"] = torch.from_numpy(
+                np.rint(np.concatenate([ex.key_landmarks for ex in items]) * 16).astype(np.int32))
+        if all(ex.ref_pixels is not None for ex in items):
+            batch["ref_pixels"] = torch.from_numpy(np.stack([ex.ref_pixels for ex in items]))
+        return batch
+
+    def _forward(self, model: nn.Module, batch: dict[str, Any]):
+        meta = TokenMeta(batch["kind"], batch["segment"], batch["offset"])
+        mask = packed_mask(meta, self.variant, self.cfg.window)
+        sel = batch["labels"] != IGNORE
+        out = model(batch["ids"], batch["position"], mask, batch["kind"], batch["offset"], select=sel)
+        return out.logits, batch["labels"][sel]
+
+    def compute_loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        lcfg = self.cfg.loss
+        logits, labels = self._forward(model, batch)
+        ce, acc = code_cross_entropy(logits, labels, self.vocab.factors)
+        loss = lcfg.lambda1 * ce
+        logs = {"ce": float(ce.detach()), "acc": float(acc)}
+        if lcfg.stage == 2:
+            terms = self._pixel_terms(logits, batch)
+            loss = loss + lcfg.lambda2 * terms["lpips"] + lcfg.lambda3 * terms["identity"] + lcfg.lambda4 * terms["facial"]
+            logs.update({k: float(v.detach()) for k, v in terms.items()})
+        return loss, logs
+
+    # -- stage 2 -------------------------------------------------------------------------------
+    def pixel_losses(self, device: torch.device) -> nn.Module:
+        if self._pixel_losses is None:
+            from .losses import PixelLosses
+
+            lc = self.cfg.loss
+            self._pixel_losses = PixelLosses(lc.lpips_weights, lc.facenet_weights, lc.lpips_net)
+            log.info("stage-2 loss backends: %s", self._pixel_losses.backends)
+        return self._pixel_losses.to(device)
+
+    def _decode_logits(self, tok: nn.Module, logits: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Keyframe logits ``[k, h*w, sum(factors)]`` -> images through the tokenizer."""
+        factors, mode = self.vocab.factors, self.cfg.loss.decode_mode
+        lg = logits.reshape(logits.shape[0], *grid, -1)
+        if len(factors) == 1:
+            return tok.decode_logits(lg, mode=mode)
+        if getattr(tok, "factors", 1) == len(factors) and getattr(tok, "factor_size", None) == factors[0] \
+                and len(set(factors)) == 1:
+            return tok.decode_logits(digit_logits(lg, factors), mode=mode)
+        return tok.decode_logits(code_log_probs(lg, factors, self.vocab.codebook_size), mode=mode)
+
+    def _pixel_terms(self, logits: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        grid = tuple(int(x) for x in batch["grid"])
+        f = grid[0] * grid[1]
+        per_frame = logits.reshape(-1, f, logits.shape[-1])
+        n = per_frame.shape[0]
+        k = min(n, max(1, self.cfg.loss.max_frames))
+        idx = torch.linspace(0, n - 1, k).round().long().to(logits.device)
+        tok = self.tokenizer(logits.device)
+        if tok is None:
+            raise InputError("stage 2 needs the visual tokenizer", "set data.tokenizer in the fkg recipe")
+        gen = self._decode_logits(tok, per_frame[idx], grid)
+        if "key_pixels" in batch:
+            real = batch["key_pixels"].to(logits.device)[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        else:
+            real = tok.decode(self._frame_codes(batch).reshape(-1, *grid)[idx].to(logits.device))
+        return self.pixel_losses(logits.device)(gen, real.to(gen.dtype))
+
+    def _frame_codes(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Ground-truth frame codes of every keyframe in the batch, ``[total, h*w]``."""
+        return self.vocab.codes_of(batch["ids"][batch["kind"] == KIND_FRAME]).reshape(-1, int(batch["grid"].prod()))
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _row(self, batch: dict[str, Any], b: int) -> dict[str, torch.Tensor]:
+        h, w = (int(x) for x in batch["grid"])
+        f, n = h * w, int(batch["n_units"][b])
+        r, s = prefix_length(f), segment_length(f)
+        ids = batch["ids"][b, :r + n * s].cpu()
+        segs = ids[r:].reshape(n, s)
+        return {"ref_codes": self.vocab.codes_of(ids[1:r]).reshape(h, w), "unit_ids": segs[:, 1],
+                "dur_ids": segs[:, 0], "frame_codes": self.vocab.codes_of(segs[:, FRAME_OFFSET:]).reshape(n, h, w)}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: list[dict[str, Any]]) -> dict[str, float]:
+        sums: dict[str, list[float]] = {}
+
+        def add(name: str, values) -> None:
+            sums.setdefault(name, []).extend(np.atleast_1d(np.asarray(values, dtype=np.float64)).tolist())
+
+        for batch in batches:
+            logits, labels = self._forward(model, batch)
+            ce, acc = code_cross_entropy(logits, labels, self.vocab.factors)
+            add("ce", float(ce))
+            add("acc", float(acc))
+        if self.cfg.eval.generate:
+            self._evaluate_generation(model, batches, add)
+        return {k: float(np.mean(v)) for k, v in sums.items() if v}
+
+    def _evaluate_generation(self, model: nn.Module, batches: list[dict[str, Any]], add) -> None:
+        tok = self.tokenizer(next(model.parameters()).device)
+        done = 0
+        for batch in batches:
+            first = 0
+            for b in range(batch["ids"].shape[0]):
+                n = int(batch["n_units"][b])
+                rows = slice(first, first + n)
+                first += n
+                if done >= self.cfg.eval.max_utterances:
+                    return
+                done += 1
+                part = self._row(batch, b)
+                res = generate_keyframes(model, part["ref_codes"], part["unit_ids"], part["dur_ids"],
+                                         SamplingConfig())
+                gt = part["frame_codes"].to(res.codes.device)
+                add("gen_code_acc", float((res.codes == gt).float().mean()))
+                if tok is None:
+                    continue
+                dev = res.codes.device
+                gen = to_unit(tok.decode(res.codes)).cpu()
+                real = (to_unit(batch["key_pixels"][rows].cpu()) if "key_pixels" in batch
+                        else to_unit(tok.decode(gt)).cpu())
+                ref = (to_unit(batch["ref_pixels"][b:b + 1].cpu()) if "ref_pixels" in batch
+                       else to_unit(tok.decode(part["ref_codes"][None].to(dev))).cpu())
+                still = ref.expand_as(real)
+                add("kf_psnr", psnr(gen, real).numpy())
+                add("kf_ssim", ssim(gen, real).numpy())
+                add("still_psnr", psnr(still, real).numpy())
+                add("still_ssim", ssim(still, real).numpy())
+                truth = self._val_ds.mouth_truth(batch["clip_ids"][b]) if self._val_ds is not None else None
+                if truth is not None and "key_boxes" in batch:
+                    keys = batch["key_frames"][rows].cpu().numpy()
+                    boxes = batch["key_boxes"][rows].cpu().numpy()
+                    tol = self.cfg.eval.openness_tol
+                    got = mouth_accuracy(mouth_states(gen, boxes, truth, keys), tol)
+                    base = mouth_accuracy(mouth_states(still, boxes, truth, keys), tol)
+                    for name, v in got.items():
+                        add(name, [v] * n)
+                    for name, v in base.items():
+                        add(f"still_{name}", [v] * n)
+                if "key_landmarks16" in batch:
+                    lms = batch["key_landmarks16"][rows].cpu().numpy() / 16.0
+                    measured_real = pixel_openness(real, lms)
+                    tol = self.cfg.eval.pixel_openness_tol
+                    for name, img in (("mouth_open_px_acc", gen), ("still_mouth_open_px_acc", still)):
+                        add(name, np.nan_to_num(np.abs(pixel_openness(img, lms) - measured_real), nan=1e9) <= tol)

@@ -1,0 +1,233 @@
+"""FKGTask with a fake tokenizer: stage-2 pixel losses, pixel metrics, mouth state, loss loaders."""
+
+import numpy as np
+import pytest
+import torch
+
+from avatarsync.fkg.data import ExampleDataset, FKGExample, chunk_bounds
+from avatarsync.fkg.fakes import FakeTokenizer, toy_examples
+from avatarsync.fkg.losses import FallbackEmbedder, FallbackPerceptual, PixelLosses
+from avatarsync.fkg.metrics import mouth_accuracy, mouth_descriptors, mouth_states, psnr, ssim, to_unit
+from avatarsync.fkg.task import FKGConfig, FKGTask
+
+UNITS = ["a", "b", "c", "d"]
+
+
+def _pixel_examples(n, seed, tok, sequences=None):
+    exs = toy_examples(n, UNITS, grid=(2, 2), codebook_size=tok.codebook_size, seed=seed, sequences=sequences)
+    for ex in exs:
+        dec = tok.decode(torch.as_tensor(np.concatenate([ex.ref_codes[None], ex.key_codes])))
+        pix = ((dec + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        ex.ref_pixels, ex.key_pixels = pix[0], pix[1:]
+    return exs
+
+
+def _train(task, steps, lr=1e-2, seed=0):
+    torch.manual_seed(seed)
+    model = task.build_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    ds = task.train_dataset()
+    g = torch.Generator().manual_seed(seed)
+    history = []
+    for _ in range(steps):
+        batch = task.collate([ds[int(i)] for i in torch.randint(0, len(ds), (8,), generator=g)])
+        loss, logs = task.compute_loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append({"loss": float(loss.detach()), **logs})
+    return model.eval(), history
+
+
+def test_chunking_splits_long_utterances_evenly():
+    assert chunk_bounds(5, 0) == [(0, 5)] and chunk_bounds(5, 8) == [(0, 5)]
+    assert chunk_bounds(10, 4) == [(0, 3), (3, 7), (7, 10)]
+    ex = toy_examples(1, UNITS, sequences=[list("abcabca")])[0]
+    ds = ExampleDataset([ex], max_units=3)
+    parts = [ds[i] for i in range(len(ds))]
+    assert [p.units for p in parts] == [list("ab"), list("cab"), list("ca")]
+    assert np.array_equal(np.concatenate([p.key_codes for p in parts]), ex.key_codes)
+
+
+def test_stage1_training_beats_the_still_reference_in_pixels():
+    tok = FakeTokenizer()
+    task = FKGTask(FKGConfig(size="tiny"), train_examples=_pixel_examples(128, 0, tok),
+                   val_examples=_pixel_examples(4, 1, tok), tokenizer=tok)
+    assert task.vocab.codebook_size == 64
+    model, hist = _train(task, 40)
+    assert hist[-1]["ce"] < 0.1 * hist[0]["ce"]
+    val = task.val_dataset()
+    m = task.evaluate(model, [task.collate([val[i] for i in range(len(val))])])
+    assert m["gen_code_acc"] >= 0.95
+    assert m["kf_psnr"] > m["still_psnr"] + 5 and m["kf_ssim"] > m["still_ssim"]
+
+
+def test_stage2_pixel_losses_reach_the_model_and_fall():
+    tok = FakeTokenizer()
+    cfg = FKGConfig(size="tiny")
+    cfg.loss.stage = 2
+    cfg.loss.lambda1 = 0.0  # pixel terms only: the model must learn through the differentiable decode
+    cfg.loss.decode_mode = "soft"
+    cfg.loss.max_frames = 8
+    task = FKGTask(cfg, train_examples=_pixel_examples(64, 0, tok), val_examples=[], tokenizer=tok)
+    batch = task.collate([task.train_dataset()[i] for i in range(4)])
+    torch.manual_seed(0)
+    model = task.build_model()
+    loss, logs = task.compute_loss(model, batch)
+    assert {"ce", "lpips", "identity", "facial"} <= set(logs) and torch.isfinite(loss)
+    loss.backward()
+    assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
+    _, hist = _train(task, 25, lr=1e-2)
+    first = np.mean([h["loss"] for h in hist[:3]])
+    last = np.mean([h["loss"] for h in hist[-3:]])
+    assert last < 0.7 * first
+    assert task.pixel_losses(torch.device("cpu")).backends == {"lpips": "fallback", "identity": "fallback",
+                                                                "facial": "fallback"}
+
+
+def test_fallback_losses_are_zero_for_identical_images_and_grow_with_change():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    b = (a + 0.3 * torch.randn(2, 3, 32, 32, generator=g)).clamp(-1, 1)
+    per = FallbackPerceptual()
+    assert per(a, a).abs().max() < 1e-6 and (per(a, b) > 0.05).all()
+    emb = FallbackEmbedder()
+    e = emb(a)
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(2))
+    losses = PixelLosses()
+    same = losses(a, a)
+    diff = losses(a, b)
+    assert all(float(same[k]) < 1e-5 for k in same)
+    assert all(float(diff[k]) > float(same[k]) for k in diff)
+
+
+def test_lpips_loads_a_local_backbone_file(tmp_path):
+    pytest.importorskip("lpips")
+    import torchvision
+
+    from avatarsync.fkg.losses import LPIPSLoss, PixelLossError
+
+    torch.manual_seed(0)
+    feats = torchvision.models.squeezenet1_1(weights=None).features
+    torch.save({f"features.{k}": v for k, v in feats.state_dict().items()}, tmp_path / "squeeze.pth")
+    lp = LPIPSLoss(tmp_path / "squeeze.pth", net="squeeze")
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert float(lp(x, x)) < 1e-6 and float(lp(x, -x)) > 0
+    assert not any(p.requires_grad for p in lp.parameters())
+    torch.save({"other": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(PixelLossError):
+        LPIPSLoss(tmp_path / "bad.pth", net="squeeze")
+    with pytest.raises(PixelLossError):
+        LPIPSLoss(tmp_path / "missing.pth", net="squeeze")
+
+
+def _mouth_clip(n_frames=12, size=64):
+    """Flat faces whose mouth box holds a dark bar of height ~ openness."""
+    rng = np.random.default_rng(0)
+    openness = rng.choice([0.0, 0.3, 0.6, 0.95], n_frames)
+    frames = np.full((n_frames, size, size, 3), 200, np.uint8)
+    box = np.array([int(0.28 * size), int(0.58 * size), int(0.72 * size), int(0.88 * size)])
+    x0, y0, x1, y1 = box
+    for t, o in enumerate(openness):
+        h = int(round(o * (y1 - y0)))
+        cy = (y0 + y1) // 2
+        frames[t, cy - h // 2:cy - h // 2 + h, x0 + 4:x1 - 4] = 30
+    names = {0.0: "bilabial", 0.3: "alveolar", 0.6: "mid_vowel", 0.95: "open_vowel"}
+    boxes = np.repeat(box[None], n_frames, axis=0)
+    truth = {"bank": mouth_descriptors(frames, boxes), "openness": openness,
+             "viseme": np.array([names[o] for o in openness])}
+    return frames, boxes, truth
+
+
+def test_mouth_state_is_measured_from_pixels():
+    frames, boxes, truth = _mouth_clip()
+    assert truth["bank"].shape == (12, 16 * 24)
+    clip = to_unit(frames)
+    keys = [1, 3, 5, 7, 9, 11]
+    perfect = clip[keys] + 0.02 * torch.randn(len(keys), 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    got = mouth_accuracy(mouth_states(perfect.clamp(0, 1), boxes[keys], truth, keys))
+    assert got == {"mouth_viseme_acc": 1.0, "mouth_open_acc": 1.0}
+    closed = int(np.flatnonzero(truth["openness"] == 0.0)[0])
+    still = clip[closed:closed + 1].expand(len(keys), -1, -1, -1)
+    base = mouth_accuracy(mouth_states(still, boxes[keys], truth, keys))
+    expected = float(np.mean(truth["openness"][keys] == 0.0))
+    assert base["mouth_open_acc"] == pytest.approx(expected) and expected < 1.0
+
+
+def test_psnr_and_ssim():
+    a = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert (psnr(a, a) > 90).all()
+    torch.testing.assert_close(ssim(a, a), torch.ones(2), atol=1e-4, rtol=0)
+    noisy = (a + 0.1 * torch.randn_like(a)).clamp(0, 1)
+    assert (psnr(a, noisy) < 25).all() and (ssim(a, noisy) < 0.95).all()
+    assert torch.equal(to_unit(torch.zeros(1, 4, 4, 3, dtype=torch.uint8)), torch.zeros(1, 3, 4, 4))
+
+
+def test_example_without_units_of_the_vocab_maps_to_unknown():
+    tok = FakeTokenizer()
+    task = FKGTask(FKGConfig(size="tiny"), train_examples=_pixel_examples(4, 0, tok), tokenizer=tok)
+    ex = FKGExample(np.zeros((2, 2), np.int64), np.zeros((1, 2, 2), np.int64), ["zz"], ["rest"], [0.1])
+    batch = task.collate([ex])
+    assert int(batch["ids"][0, 5 + 1]) == task.vocab.special_id("<unk>")
+
+
+def _write_corpus(root, n_clips=4, size=32, fps=25.0):
+    """A minimal corpus folder (manifest, frames, truth, track) whose mouths follow the units."""
+    import json
+
+    from avatarsync.phonemes.track import PhonemeTrack, PhonemeUnit
+
+    opening = {"a": ("open_vowel", 0.95), "m": ("bilabial", 0.0), "e": ("mid_vowel", 0.55), "s": ("alveolar", 0.25)}
+    rng = np.random.default_rng(0)
+    lines = []
+    for c in range(n_clips):
+        symbols = list(rng.choice(list(opening), 5))
+        units = [PhonemeUnit(s, 0.2 * i, 0.2 * (i + 1), opening[s][0]) for i, s in enumerate(symbols)]
+        n = int(round(1.0 * fps))
+        frames = np.full((n, size, size, 3), 40 * (c + 1), np.uint8)
+        vis, op = [], []
+        for t in range(n):
+            u = units[min(len(units) - 1, int(t / fps / 0.2))]
+            o = opening[u.symbol][1]
+            vis.append(u.viseme)
+            op.append(o)
+            h = int(round(o * 0.3 * size))
+            frames[t, size // 2 + 2:size // 2 + 2 + h, size // 4:3 * size // 4] = 250
+        folder = root / "clips" / f"c{c}"
+        folder.mkdir(parents=True)
+        np.savez_compressed(folder / "frames.npz", frames=frames)
+        np.savez_compressed(folder / "truth.npz", viseme=np.array(vis), openness=np.array(op, np.float32))
+        PhonemeTrack(units, "en", 1.0, "test").save(folder / "track.json")
+        lines.append(json.dumps({"clip_id": f"c{c}", "split": "train" if c < n_clips - 1 else "val", "identity": c,
+                                 "sentence_id": f"s{c}", "lang": "en", "text": "x", "fps": fps, "n_frames": n,
+                                 "duration": 1.0, "size": size}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_token_cache_from_a_corpus_and_mouth_metrics(tmp_path):
+    from avatarsync.fkg.data import read_cache_index
+
+    _write_corpus(tmp_path / "corpus")
+    tok = FakeTokenizer(levels=4, down=8)
+    cfg = FKGConfig(size="tiny")
+    cfg.data.corpus = str(tmp_path / "corpus")
+    cfg.data.token_cache = str(tmp_path / "cache")
+    cfg.data.max_units = 3
+    cfg.data.align, cfg.data.crop_size = "none", 32  # the toy corpus has no landmarks: whole frames
+    task = FKGTask(cfg, tokenizer=tok)
+    train, val = task.train_dataset(), task.val_dataset()
+    index = read_cache_index(tmp_path / "cache")
+    assert index["grid"] == [4, 4] and index["codebook_size"] == 64 and len(index["clips"]) == 4
+    assert index["clips"][0]["key_frames"] == [2, 7, 12, 17, 22]  # centres of the 0.2 s units at 25 fps
+    assert len(train) == 3 * 2 and len(val) == 2  # 5 units -> chunks of 3 + 2
+    assert set(task.vocab.units) <= {"a", "m", "e", "s"}
+    ex = val[0]
+    assert ex.key_pixels.shape == (len(ex), 32, 32, 3) and ex.ref_pixels.shape == (32, 32, 3)
+    assert ex.key_boxes.shape == (len(ex), 4) and index["crop"]["align"] == "none"
+    truth = val.mouth_truth(ex.clip_id)
+    assert truth["bank"].shape == (25, 16 * 24) and truth["viseme"][2] == ex.visemes[0]
+    model, _ = _train(task, 5)
+    metrics = task.evaluate(model, [task.collate([val[i] for i in range(len(val))])])
+    for key in ("ce", "acc", "gen_code_acc", "kf_psnr", "still_psnr", "mouth_viseme_acc", "mouth_open_acc",
+                "still_mouth_viseme_acc"):
+        assert key in metrics and np.isfinite(metrics[key]), key
