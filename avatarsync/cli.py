@@ -79,10 +79,72 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- speak -------------------------------------------------------------------------------------
+def _add_speak(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="script to speak (synthesized with espeak-ng, which also gives the timing)")
+    src.add_argument("--audio", help="speech recording (WAV/FLAC/OGG) to lip-sync to")
+    p.add_argument("--transcript", help="what the recording says (enables offline forced alignment)")
+    p.add_argument("--lang", default="en", help="language of the text or speech: en or zh")
+    p.add_argument("--image", help="portrait photo with one face (default: the bundled avatar)")
+    p.add_argument("-o", "--out", default="out.mp4", help="output MP4 path (written only when complete)")
+    p.add_argument("--checkpoint", help="model folder made by `avatarsync bundle` (default: the bundled model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the models run")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same video)")
+    p.add_argument("--crop-only", action="store_true", help="write the aligned face crop instead of the full portrait")
+    p.add_argument("--voice", help="espeak-ng voice for --text, e.g. en-us, en-gb+f3")
+    p.add_argument("--rate", type=int, default=160, help="speaking rate for --text in words per minute")
+    p.add_argument("--pitch", type=int, default=50, help="voice pitch for --text, 0-100")
+    p.add_argument("--aligner", default="auto", help="aligner for --audio: auto, whisperx, pocketsphinx or espeak")
+    p.add_argument("--temperature", type=float, default=0.0, help="keyframe sampling temperature (0 = greedy)")
+    p.add_argument("--top-k", type=int, default=0, help="keyframe sampling top-k (0 = off)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or timing table")
+
+
+def _run_speak(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
+    res = pipe.speak(text=args.text, audio=args.audio, transcript=args.transcript, image=args.image, out=args.out,
+                     lang=args.lang, seed=args.seed, crop_only=args.crop_only, voice=args.voice, rate=args.rate,
+                     pitch=args.pitch, aligner=args.aligner, temperature=args.temperature, top_k=args.top_k,
+                     progress=not args.quiet)
+    total = sum(res.timings.values())
+    if not args.quiet:
+        print(f"{'stage':<14}{'seconds':>9}{'s per s of video':>18}", file=sys.stderr)
+        for stage, sec in res.timings.items():
+            print(f"{stage:<14}{sec:>9.3f}{sec / res.duration:>18.3f}", file=sys.stderr)
+        print(f"{'total':<14}{total:>9.3f}{total / res.duration:>18.3f}", file=sys.stderr)
+    print(f"wrote {res.path} ({len(res.frames)} frames, {res.duration:.2f} s, {len(res.track.units)} units)")
+    return 0
+
+
+# -- bundle ------------------------------------------------------------------------------------
+def _add_bundle(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", required=True, help="trained tokenizer folder (a run's final/)")
+    p.add_argument("--fkg", required=True, help="trained keyframe model folder (a run's final/)")
+    p.add_argument("--interp", required=True, help="trained interpolator folder (a run's final/)")
+    p.add_argument("--out", required=True, help="bundle folder to write (use with speak --checkpoint)")
+    p.add_argument("--unit-key", default="viseme", choices=["viseme", "symbol"],
+                   help="what the keyframe model's unit tokens are (must match its training)")
+    p.add_argument("--avatar-identity", type=int, default=7, help="procedural identity used as the default avatar")
+
+
+def _run_bundle(args: argparse.Namespace) -> int:
+    from .pipeline import BundleInfo, make_bundle
+
+    out = make_bundle(args.out, args.tokenizer, args.fkg, args.interp, BundleInfo(unit_key=args.unit_key),
+                      avatar_identity=args.avatar_identity)
+    print(f"wrote model bundle {out}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "speak": ("portrait + text or speech -> lip-synced MP4", _add_speak, _run_speak),
     "phonemes": ("text or audio to timestamped phoneme units", _add_phonemes, _run_phonemes),
     "synth-data": ("generate the procedural talking-face corpus", _add_synth, _run_synth),
     "train": ("train the tokenizer, keyframe model or interpolator from a recipe", _add_train, _run_train),
+    "bundle": ("assemble trained models and a default avatar into one model folder", _add_bundle, _run_bundle),
 }
 
 

@@ -34,6 +34,12 @@ LM_LEFT_EYE, LM_RIGHT_EYE, LM_NOSE_TIP, LM_MOUTH_LEFT, LM_MOUTH_RIGHT = 0, 1, 2,
 LM_UPPER_LIP, LM_LOWER_LIP, LM_CHIN, LM_UPPER_LIP_INNER, LM_LOWER_LIP_INNER = 5, 6, 7, 8, 9
 LM_LEFT_BROW, LM_RIGHT_BROW, LM_JAW_LEFT, LM_JAW_RIGHT, LM_NOSE_BRIDGE, LM_FOREHEAD = 10, 11, 12, 13, 14, 15
 NUM_LANDMARKS = len(LANDMARK_NAMES)
+# Index groups for avatarsync.faces.landmarks (registered there as the "procedural" layout).
+LANDMARK_LAYOUT = {
+    "left_eye": (LM_LEFT_EYE,), "right_eye": (LM_RIGHT_EYE,), "nose": (LM_NOSE_TIP,),
+    "mouth_left": (LM_MOUTH_LEFT,), "mouth_right": (LM_MOUTH_RIGHT,),
+    "mouth": (LM_MOUTH_LEFT, LM_UPPER_LIP, LM_MOUTH_RIGHT, LM_LOWER_LIP),
+}
 
 MIN_SIZE, MAX_SIZE = 32, 1024
 _SHIFT = 4

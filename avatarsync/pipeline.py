@@ -1,0 +1,305 @@
+"""End to end: text or speech + portrait -> lip-synced MP4.
+
+``Pipeline.from_pretrained(folder)`` loads the three models once;
+``Pipeline.speak(...)`` runs the stages and writes the video:
+
+    phonemes -> face crop -> reference tokens -> keyframes (FKG, all in parallel)
+    -> interpolation (Mamba, all keyframe pairs in parallel) -> decode -> paste back -> MP4
+
+A model folder ("bundle") holds ``pipeline.yaml``, ``tokenizer/``, ``fkg/``,
+``interp/`` and the default avatar (``avatar.png`` + ``avatar.json`` landmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .config import from_dict, read_yaml
+from .errors import CheckpointError, FaceError, InputError
+
+DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default"
+STAGES = ("phonemes", "crop", "keyframes", "interpolation", "decode", "mux")
+
+
+@dataclass
+class BundleInfo:
+    """``pipeline.yaml``: how the three models fit together."""
+
+    fps: float = 25.0
+    crop_size: int = 128
+    face_scale: float = 1.0  # must match the tokenizer's training crops (data.face_scale)
+    unit_key: str = "viseme"  # what FKG unit tokens stand for: "viseme" (PVM visual units) or "symbol"
+    avatar: str = "avatar.png"
+    avatar_landmarks: str = "avatar.json"
+    trained_on: str = ""  # free text: corpus and recipe that made it
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class SpeakResult:
+    path: Path | None
+    frames: np.ndarray  # (N, H, W, 3) uint8 as written
+    audio: np.ndarray
+    sample_rate: int
+    fps: float
+    track: object  # PhonemeTrack
+    timings: dict[str, float]  # seconds of compute per stage
+
+    @property
+    def duration(self) -> float:
+        return len(self.frames) / self.fps
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+
+def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float()
+    return x.permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    x = ((images.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An RGB uint8 image from a file; FaceError when missing or unreadable."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise FaceError(f"image {path} not found", "check the --image path")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise FaceError(f"cannot read image {path}: not a valid image file", "use a JPEG or PNG photo")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _even(image: np.ndarray) -> np.ndarray:
+    """Crop one pixel row/column when a side is odd (H.264 4:2:0 needs even sides)."""
+    h, w = image.shape[:2]
+    return image[: h - h % 2, : w - w % 2]
+
+
+class Pipeline:
+    """The loaded models of one bundle; reuse it across calls."""
+
+    def __init__(self, folder: str | Path, tokenizer, fkg, interp, info: BundleInfo, device: torch.device,
+                 detector: str = "mediapipe") -> None:
+        self.folder = Path(folder)
+        self.tokenizer, self.fkg, self.interp = tokenizer, fkg, interp
+        self.info, self.device, self.detector = info, device, detector
+
+    # -- loading ----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, folder: str | Path | None = None, device: str = "auto",
+                        detector: str = "mediapipe") -> "Pipeline":
+        """Load a bundle folder (default: the one shipped in the package)."""
+        from .fkg.task import load_fkg
+        from .interpolation.model import MambaInterpolator
+        from .tokenizers import load_tokenizer
+        from .train.loop import resolve_device
+
+        folder = Path(folder) if folder is not None else DEFAULT_BUNDLE
+        if not (folder / "pipeline.yaml").is_file():
+            hint = ("train one with `bash recipes/train_default.sh` (see README) or pass --checkpoint DIR"
+                    if folder == DEFAULT_BUNDLE else "point --checkpoint at a folder made by `avatarsync bundle`")
+            raise CheckpointError(f"{folder} is not an avatarsync model folder (no pipeline.yaml)", hint)
+        info = from_dict(BundleInfo, read_yaml(folder / "pipeline.yaml"), "pipeline.yaml")
+        dev = resolve_device(device)
+        tokenizer = load_tokenizer(folder / "tokenizer", device=dev).eval()
+        fkg = load_fkg(folder / "fkg", device=dev)
+        interp = MambaInterpolator.from_pretrained(folder / "interp", device=dev)
+        return cls(folder, tokenizer, fkg, interp, info, dev, detector)
+
+    # -- stages -----------------------------------------------------------------------------
+    def phonemes(self, text: str | None, audio: str | Path | None, transcript: str | None, lang: str,
+                 voice: str | None = None, rate: int = 160, pitch: int = 50, aligner: str = "auto"):
+        """(PhonemeTrack, audio samples, sample rate) padded to a whole number of frames."""
+        from .data.synth import pad_to_frames
+
+        if (text is None) == (audio is None):
+            raise InputError("give exactly one of text or audio", "use --text \"...\" or --audio speech.wav")
+        if text is not None:
+            from .phonemes import text_to_track
+
+            syn = text_to_track(text, lang=lang, voice=voice, rate=rate, pitch=pitch)
+            samples, sr, track = syn.audio, syn.sample_rate, syn.track
+        else:
+            from .phonemes.align import get_aligner
+            from .phonemes.audio import load_audio
+            from .phonemes.lang import normalize_lang
+
+            lang = normalize_lang(lang)
+            samples, sr = load_audio(audio)
+            track = get_aligner(aligner).align(samples, sr, transcript, lang)
+        samples, track, _ = pad_to_frames(samples, sr, track, self.info.fps)
+        return track, samples, sr
+
+    def avatar(self) -> tuple[np.ndarray, object]:
+        """The bundle's default portrait and its landmarks."""
+        from .faces.landmarks import landmarks_from_five
+
+        image = read_image(self.folder / self.info.avatar)
+        five = np.asarray(json.loads((self.folder / self.info.avatar_landmarks).read_text())["five"], np.float64)
+        return image, landmarks_from_five(five)
+
+    def crop(self, image: np.ndarray | None, source: str = "the image"):
+        """(portrait, AlignedFace) for a portrait (None = the default avatar)."""
+        from .faces.align import align_face
+        from .faces.detect import find_face
+
+        if image is None:
+            portrait, landmarks = self.avatar()
+        else:
+            portrait = image
+            landmarks = find_face(portrait, self.detector, source=source)
+        portrait = _even(portrait)
+        return portrait, align_face(portrait, landmarks, size=self.info.crop_size, face_scale=self.info.face_scale)
+
+    @torch.no_grad()
+    def keyframes(self, ref_crop: np.ndarray, track, seed: int = 0, temperature: float = 0.0,
+                  top_k: int = 0) -> torch.Tensor:
+        """Visual codes (K, h, w) of one keyframe per unit, all decoded as one batch."""
+        from .fkg.generate import SamplingConfig, generate_keyframes, track_ids
+
+        ref = self.tokenizer.encode(_to_tensor(ref_crop[None], self.device))[0]
+        units = [u for u in track.units if u.end > u.start]
+        unit_ids, dur_ids = track_ids(self.fkg.vocab, units, self.info.unit_key)
+        result = generate_keyframes(self.fkg, ref, unit_ids.to(self.device), dur_ids.to(self.device),
+                                    SamplingConfig(temperature=temperature, top_k=top_k, seed=seed))
+        return result.codes
+
+    @torch.no_grad()
+    def interpolate(self, key_codes: torch.Tensor, track, duration: float) -> torch.Tensor:
+        """Latents of every output frame (round(duration * fps), C, h, w)."""
+        from .interpolation.interpolate import interpolate_track
+
+        latents = self.tokenizer.indices_to_codes(key_codes).float()
+        return interpolate_track(self.interp, latents, _positive_units(track), fps=self.info.fps, duration=duration)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, batch_size: int = 32) -> np.ndarray:
+        out = [_to_uint8(self.tokenizer.decode_codes(latents[i:i + batch_size].to(self.device)))
+               for i in range(0, len(latents), batch_size)]
+        return np.concatenate(out)
+
+    # -- the job ----------------------------------------------------------------------------
+    def speak(self, text: str | None = None, audio: str | Path | None = None, transcript: str | None = None,
+              image: str | Path | np.ndarray | None = None, out: str | Path | None = "out.mp4", lang: str = "en",
+              seed: int = 0, crop_only: bool = False, voice: str | None = None, rate: int = 160, pitch: int = 50,
+              aligner: str = "auto", temperature: float = 0.0, top_k: int = 0, progress: bool = False) -> SpeakResult:
+        """Make the talking-head video; ``out=None`` returns frames without writing a file."""
+        from tqdm.auto import tqdm
+
+        if out is not None:
+            _check_output(out)
+        timings: dict[str, float] = {}
+        bar = tqdm(total=len(STAGES), desc="speak", unit="stage", disable=not progress)
+
+        def step(name: str) -> None:
+            bar.set_postfix_str(name)
+            bar.update(1)
+
+        torch.manual_seed(seed)
+        with _timed(timings, "phonemes"):
+            track, samples, sr = self.phonemes(text, audio, transcript, lang, voice, rate, pitch, aligner)
+        step("phonemes")
+        with _timed(timings, "crop"):
+            img = read_image(image) if isinstance(image, (str, Path)) else image
+            portrait, aligned = self.crop(img, source=str(image) if isinstance(image, (str, Path)) else "the image")
+        step("crop")
+        with _timed(timings, "keyframes"):
+            codes = self.keyframes(aligned.crop, track, seed=seed, temperature=temperature, top_k=top_k)
+        step("keyframes")
+        with _timed(timings, "interpolation"):
+            latents = self.interpolate(codes, track, track.duration)
+        step("interpolation")
+        with _timed(timings, "decode"):
+            crops = self.decode(latents)
+            if crop_only:
+                frames = crops
+            else:
+                from .faces.align import paste_back
+
+                frames = np.stack([paste_back(portrait, aligned, c) for c in crops])
+        step("decode")
+        path = None
+        with _timed(timings, "mux"):
+            if out is not None:
+                from .io import write_mp4
+
+                path = write_mp4(out, frames, self.info.fps, samples, sr)
+        step("mux")
+        bar.close()
+        return SpeakResult(path, frames, samples, sr, self.info.fps, track, timings)
+
+
+def _positive_units(track):
+    """The track without zero-length units (no keyframe is made for them)."""
+    from .phonemes.track import PhonemeTrack
+
+    units = [u for u in track.units if u.end > u.start]
+    return PhonemeTrack(units=units, lang=track.lang, duration=track.duration, source=track.source,
+                        phones=list(track.phones))
+
+
+def _check_output(out: str | Path) -> None:
+    out = Path(out)
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"output {out} must end in .mp4", "name the output like out.mp4")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {out}: folder {parent} does not exist", "create the folder first")
+    import os
+
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {out}: folder {parent} is not writable", "choose another output path")
+
+
+def make_bundle(out: str | Path, tokenizer: str | Path, fkg: str | Path, interp: str | Path,
+                info: BundleInfo | None = None, avatar_identity: int = 7, avatar_size: int = 256) -> Path:
+    """Assemble trained model folders and a default avatar into one bundle folder."""
+    import cv2
+    import yaml
+
+    from .data.articulation import FrameState
+    from .data.identity import sample_identity
+    from .data.render import render_frame
+    from .faces.landmarks import landmarks_from_points
+
+    out = Path(out)
+    info = info or BundleInfo()
+    out.mkdir(parents=True, exist_ok=True)
+    for name, src in (("tokenizer", tokenizer), ("fkg", fkg), ("interp", interp)):
+        src = Path(src)
+        if not src.is_dir():
+            raise CheckpointError(f"{name} folder {src} not found", f"train it first (avatarsync train {name})")
+        dst = out / name
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.mkdir()
+        for f in src.iterdir():
+            if f.suffix in (".safetensors", ".yaml", ".json"):
+                shutil.copy2(f, dst / f.name)
+    frame = render_frame(sample_identity(avatar_identity), FrameState(), avatar_size)
+    cv2.imwrite(str(out / info.avatar), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    lm = landmarks_from_points(frame.landmarks, "procedural")
+    five = np.stack([lm.left_eye, lm.right_eye, lm.nose, lm.mouth_left, lm.mouth_right]).tolist()
+    (out / info.avatar_landmarks).write_text(json.dumps({"five": five, "identity": avatar_identity}))
+    (out / "pipeline.yaml").write_text(yaml.safe_dump(asdict(info), sort_keys=False))
+    return out

@@ -1,0 +1,105 @@
+"""End to end on a tiny untrained bundle: the plumbing, lengths, A/V sync and bad input (not quality)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from avatarsync.cli import main
+from avatarsync.io import probe_mp4
+from avatarsync.phonemes.visemes import VISEME_NAMES
+from avatarsync.pipeline import BundleInfo, Pipeline, make_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    from avatarsync.fkg.model import FKGModel
+    from avatarsync.fkg.task import save_fkg
+    from avatarsync.fkg.vocab import FKGVocab
+    from avatarsync.interpolation.model import InterpModelConfig, MambaInterpolator
+    from avatarsync.tokenizers import VisualTokenizer, save_tokenizer
+    from avatarsync.tokenizers.config import TokenizerConfig
+    from avatarsync.train.checkpoint import save_weights
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("parts")
+    tcfg = TokenizerConfig(size="tiny", codebook_bits=10)
+    tok = VisualTokenizer(tcfg)
+    save_tokenizer(tok, tcfg, root / "tokenizer")
+    fkg = FKGModel(FKGVocab(units=list(VISEME_NAMES), codebook_size=tok.codebook_size), size="tiny")
+    save_fkg(fkg, root / "fkg")
+    icfg = InterpModelConfig(latent_channels=tcfg.z_channels, d_model=32, n_layers=2, head_dim=16, patch=2)
+    (root / "interp").mkdir()
+    save_weights(MambaInterpolator(icfg), root / "interp" / "model.safetensors")
+    (root / "interp" / "config.yaml").write_text(yaml.safe_dump({"model": icfg.__dict__}))
+    return make_bundle(root / "bundle", root / "tokenizer", root / "fkg", root / "interp", BundleInfo())
+
+
+@pytest.fixture(scope="module")
+def pipe(bundle) -> Pipeline:
+    return Pipeline.from_pretrained(bundle, device="cpu")
+
+
+def test_text_to_mp4_matches_audio_length(pipe, tmp_path):
+    out = tmp_path / "a.mp4"
+    res = pipe.speak(text="Peace and development.", out=out, seed=1)
+    info = probe_mp4(out)
+    assert info["video_codec"] == "h264" and info["audio_codec"] == "aac" and info["fps"] == 25
+    assert info["video_frames"] == len(res.frames) == round(res.track.duration * 25)
+    assert abs(info["audio_duration"] - info["video_duration"]) <= 1 / 25
+    avatar = json.loads((pipe.folder / "avatar.json").read_text())
+    assert res.frames.shape[1:] == (256, 256, 3)  # pasted back into the 256 px avatar
+    assert set(res.timings) == {"phonemes", "crop", "keyframes", "interpolation", "decode", "mux"}
+    assert avatar["five"]
+
+
+def test_same_seed_same_frames_and_crop_only(pipe):
+    a = pipe.speak(text="Hello there.", out=None, seed=3, crop_only=True)
+    b = pipe.speak(text="Hello there.", out=None, seed=3, crop_only=True)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert a.frames.shape[1:] == (128, 128, 3)
+
+
+def test_mandarin_text_runs_through_visual_units(pipe):
+    res = pipe.speak(text="和平与发展", lang="zh", out=None, crop_only=True)
+    assert len(res.frames) == round(res.track.duration * 25)
+
+
+def test_bad_inputs_give_messages_and_no_file(bundle, tmp_path, capsys):
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"not an image")
+    silent = tmp_path / "silent.wav"
+    import soundfile as sf
+
+    sf.write(str(silent), np.zeros(16000, np.float32), 16000)
+    cases = [
+        (["--text", "hello", "--image", str(blank)], "face"),
+        (["--text", "hello", "--image", str(corrupt)], "image"),
+        (["--text", "   "], "empty"),
+        (["--text", "bonjour", "--lang", "fr"], "language"),
+        (["--audio", str(silent)], "silent"),
+        (["--text", "hello", "-o", str(tmp_path / "missing" / "x.mp4")], "does not exist"),
+    ]
+    for argv, word in cases:
+        out = tmp_path / "out.mp4"
+        argv = ["speak", "--checkpoint", str(bundle), "--quiet", *argv]
+        if "-o" not in argv:
+            argv += ["-o", str(out)]
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, argv
+        assert "error:" in err and word in err.lower() and "Traceback" not in err, (argv, err)
+        assert not out.exists()
+        assert not list(tmp_path.glob(".out.*"))
+
+
+def test_missing_bundle_is_explained(tmp_path, capsys):
+    assert main(["speak", "--text", "hi", "--checkpoint", str(tmp_path), "-o", str(tmp_path / "o.mp4")]) == 2
+    assert "pipeline.yaml" in capsys.readouterr().err
