@@ -14,7 +14,9 @@ mouth should change; they bracket the sequence so that both scan directions
 read them before the frame tokens. Odd layers visit the frame tokens in
 column-major order (a cheap second 2D scan path). The readout at position i
 takes the outputs at a_i and b_i and predicts a residual over the linear
-blend ``(1 - tau) a + tau b`` (zero-initialised: training starts at cross-fade).
+blend ``a + w (b - a)``, where the per-cell blend weight ``w`` starts at tau and is
+nudged by the network (a learned local easing); the head is zero-initialised,
+so training starts exactly at the linear cross-fade.
 """
 
 from __future__ import annotations
@@ -39,11 +41,15 @@ class InterpModelConfig:
     d_state: int = 16
     expand: int = 2
     d_conv: int = 4
+    mixer: str = "mamba2"  # mamba2 (chunked SSD: fast on CPU) | mamba1 (S6, as in VFIMamba)
+    head_dim: int = 32  # mamba2 head width; must divide expand * d_model
+    patch: int = 1  # fold patch x patch latent cells into one position (shorter sequences)
     max_phones: int = 8  # phones per interval given to the model (padding id 0)
     tau_frequencies: int = 6  # Fourier features of tau: sin/cos(2^k pi tau), k < this
     residual: bool = True  # predict a residual over the linear blend of the two keyframes
+    blend_gate: bool = True  # also predict per-cell blend weights around tau (a learned, local easing)
     transpose_alternate: bool = True  # odd layers scan the grid column-major
-    backend: str = "auto"  # selective-scan backend: auto | reference | mambapy | transformers | cuda
+    backend: str = "auto"  # scan backend: auto | reference | torch | transformers | cuda
 
 
 def sine_grid_embedding(h: int, w: int, dim: int, device=None) -> torch.Tensor:
@@ -79,19 +85,35 @@ class MambaInterpolator(nn.Module):
     def __init__(self, cfg: InterpModelConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or InterpModelConfig()
-        d, c = cfg.d_model, cfg.latent_channels
+        d, c = cfg.d_model, cfg.latent_channels * cfg.patch ** 2
         self.inp = nn.Linear(c, d)
         self.side = nn.Embedding(2, d)
         self.cond = nn.Sequential(nn.Linear(2 + 2 * cfg.tau_frequencies, d), nn.SiLU(), nn.Linear(d, d))
         self.phone_emb = nn.Embedding(len(VISEME_NAMES) + 1, d, padding_idx=0)
         self.phone_time = nn.Sequential(nn.Linear(5, d), nn.SiLU(), nn.Linear(d, d))
         self.blocks = nn.ModuleList(
-            BiMambaBlock(d, cfg.d_state, cfg.expand, cfg.d_conv, cfg.backend) for _ in range(cfg.n_layers)
+            BiMambaBlock(d, cfg.d_state, cfg.expand, cfg.d_conv, cfg.backend, cfg.mixer, cfg.head_dim)
+            for _ in range(cfg.n_layers)
         )
         self.norm = RMSNorm(2 * d)
-        self.head = nn.Linear(2 * d, c)
+        self.head = nn.Linear(2 * d, 2 * c if cfg.blend_gate and cfg.residual else c)
+        # timing head: one blend-logit offset per latent channel from (tau, interval, pooled phones): the
+        # frame-level easing that phoneme rhythm dictates; the per-cell gate from the scan refines it
+        self.timing = nn.Sequential(nn.Linear(2 * d, d), nn.SiLU(), nn.Linear(d, cfg.latent_channels))
+        nn.init.zeros_(self.timing[-1].weight)
+        nn.init.zeros_(self.timing[-1].bias)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        # per-channel data scales (saved with the weights): inputs are divided by in_scale, the head's
+        # output is multiplied by out_scale, so the network works in unit-variance numbers
+        self.register_buffer("in_scale", torch.ones(cfg.latent_channels))
+        self.register_buffer("out_scale", torch.ones(cfg.latent_channels))
+
+    @torch.no_grad()
+    def set_scales(self, in_scale: torch.Tensor, out_scale: torch.Tensor) -> None:
+        """Per-channel std of the latents and of the in-between residual (target - cross-fade)."""
+        self.in_scale.copy_(in_scale.clamp(min=max(1e-3 * float(in_scale.max()), 1e-6)))
+        self.out_scale.copy_(out_scale.clamp(min=1e-6))
 
     def set_backend(self, backend: str) -> None:
         set_backend(self, backend)
@@ -111,33 +133,47 @@ class MambaInterpolator(nn.Module):
             raise InputError(f"keyframe latents must both be (B, {self.cfg.latent_channels}, h, w); "
                              f"got {tuple(lat_a.shape)} and {tuple(lat_b.shape)}")
         b, c, h, w = lat_a.shape
+        p = self.cfg.patch
+        if h % p or w % p:
+            raise InputError(f"latent grid {h}x{w} is not divisible by patch={p}", "use patch=1 or a divisible grid")
         tau = tau.to(lat_a.device).reshape(b)
         interval = interval.to(lat_a.device).reshape(b)
         cond = self.cond(tau_features(tau, interval, self.cfg.tau_frequencies))  # (b, d)
-        pos = sine_grid_embedding(h, w, self.cfg.d_model, lat_a.device)
-        ta = self.inp(lat_a.flatten(2).transpose(1, 2)) + self.side.weight[0] + pos
-        tb = self.inp(lat_b.flatten(2).transpose(1, 2)) + self.side.weight[1] + pos
-        frame = torch.stack([ta, tb], 2).reshape(b, 2 * h * w, -1) + cond[:, None]
+        hp, wp = h // p, w // p
+        pos = sine_grid_embedding(hp, wp, self.cfg.d_model, lat_a.device)
+        inv_scale = (1.0 / self.in_scale)[None, :, None, None]
+        fold = lambda t: nn.functional.pixel_unshuffle(t * inv_scale, p).flatten(2).transpose(1, 2)  # noqa: E731
+        ta = self.inp(fold(lat_a)) + self.side.weight[0] + pos
+        tb = self.inp(fold(lat_b)) + self.side.weight[1] + pos
+        frame = torch.stack([ta, tb], 2).reshape(b, 2 * hp * wp, -1) + cond[:, None]
         if phone_ids is None or phone_ids.shape[1] == 0:
             phones = frame.new_zeros(b, 0, frame.shape[-1])
         else:
             phones = self._phone_tokens(phone_ids.to(lat_a.device), phone_spans.to(lat_a.device), tau, cond)
+        n_valid = (phones.abs().sum(-1) > 0).sum(1, keepdim=True).clamp(min=1)
+        pooled = phones.sum(1) / n_valid  # mean of the real (non-padding) phone tokens
         n_p, n_f = phones.shape[1], frame.shape[1]
         x = torch.cat([phones, frame, phones.flip(1)], 1)
-        perm, inv = _scan_orders(h, w, lat_a.device)
+        perm, inv = _scan_orders(hp, wp, lat_a.device)
         for i, block in enumerate(self.blocks):
-            transposed = self.cfg.transpose_alternate and i % 2 == 1 and h > 1 and w > 1
+            transposed = self.cfg.transpose_alternate and i % 2 == 1 and hp > 1 and wp > 1
             if transposed:
                 x = torch.cat([x[:, :n_p], x[:, n_p:n_p + n_f][:, perm], x[:, n_p + n_f:]], 1)
             x = block(x)
             if transposed:
                 x = torch.cat([x[:, :n_p], x[:, n_p:n_p + n_f][:, inv], x[:, n_p + n_f:]], 1)
-        f = x[:, n_p:n_p + n_f].reshape(b, h * w, 2 * x.shape[-1])  # [out(a_i), out(b_i)] per position
-        out = self.head(self.norm(f)).transpose(1, 2).reshape(b, c, h, w)
-        if self.cfg.residual:
-            t = tau.to(lat_a.dtype)[:, None, None, None]
-            out = out + (1 - t) * lat_a + t * lat_b
-        return out
+        f = x[:, n_p:n_p + n_f].reshape(b, hp * wp, 2 * x.shape[-1])  # [out(a_i), out(b_i)] per position
+        out = self.head(self.norm(f)).transpose(1, 2).reshape(b, -1, hp, wp)
+        parts = [nn.functional.pixel_shuffle(o, p) for o in out.split(c * p * p, dim=1)]
+        resid = parts[-1] * self.out_scale[None, :, None, None]
+        if not self.cfg.residual:
+            return resid
+        t = tau.to(lat_a.dtype)[:, None, None, None]
+        if len(parts) == 2:  # w = sigmoid(logit(tau) + g), written so that g = 0 gives w = tau exactly
+            logit = torch.logit(t.clamp(1e-4, 1 - 1e-4))
+            g = parts[0] + self.timing(torch.cat([cond, pooled], -1))[:, :, None, None]
+            t = t + torch.sigmoid(logit + g) - torch.sigmoid(logit)
+        return lat_a + t * (lat_b - lat_a) + resid
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Forward on a collated batch (keys: lat_a, lat_b, tau, interval, phone_ids, phone_spans)."""

@@ -61,7 +61,7 @@ class FrameSchedule:
     fps: float
     duration: float
     key_times: np.ndarray  # (K,) seconds, non-decreasing
-    times: np.ndarray  # (N,) output frame times, j / fps
+    times: np.ndarray  # (N,) output frame times, (j + phase) / fps
     left: np.ndarray  # (N,) int64
     right: np.ndarray  # (N,) int64
     tau: np.ndarray  # (N,) float64 in [0, 1]
@@ -89,9 +89,11 @@ class FrameSchedule:
         return (self.left == self.right) | (self.tau <= eps) | (self.tau >= 1.0 - eps)
 
 
-def frame_schedule(key_times: np.ndarray | list[float], duration: float, fps: float = 25.0) -> FrameSchedule:
+def frame_schedule(key_times: np.ndarray | list[float], duration: float, fps: float = 25.0,
+                   phase: float = 0.5) -> FrameSchedule:
     """Map keyframe timestamps and the audio duration to output frames at ``fps``.
 
+    Frame j shows time ``(j + phase) / fps``.
     Keyframe times must be finite and non-decreasing; repeated times are allowed
     (a zero-length pair never receives frames).
     """
@@ -103,7 +105,7 @@ def frame_schedule(key_times: np.ndarray | list[float], duration: float, fps: fl
     if np.any(np.diff(kt) < 0):
         raise ScheduleError("keyframe times must be non-decreasing", "sort the keyframes by time")
     n = n_output_frames(duration, fps)
-    times = np.arange(n, dtype=np.float64) / fps
+    times = (np.arange(n, dtype=np.float64) + phase) / fps
     if kt.size == 1:
         zeros = np.zeros(n, dtype=np.int64)
         return FrameSchedule(fps, float(duration), kt, times, zeros, zeros.copy(), np.zeros(n))
@@ -118,9 +120,16 @@ def frame_schedule(key_times: np.ndarray | list[float], duration: float, fps: fl
                          np.clip(tau, 0.0, 1.0))
 
 
-def track_schedule(track: PhonemeTrack, fps: float = 25.0, duration: float | None = None) -> FrameSchedule:
+def track_schedule(track: PhonemeTrack, fps: float = 25.0, duration: float | None = None,
+                   phase: float = 0.5) -> FrameSchedule:
     """Schedule for a phoneme track: keyframes at unit centres, length from the audio duration."""
-    return frame_schedule(keyframe_times(track), track.duration if duration is None else duration, fps)
+    return frame_schedule(keyframe_times(track), track.duration if duration is None else duration, fps, phase)
+
+
+def keyframe_frames(key_times: np.ndarray, n_frames: int, fps: float = 25.0, phase: float = 0.5) -> np.ndarray:
+    """Distinct frame indices nearest to the keyframe times (training: real frames stand in for keyframes)."""
+    idx = np.clip(np.rint(np.asarray(key_times) * fps - phase), 0, n_frames - 1).astype(np.int64)
+    return np.unique(idx)
 
 
 @dataclass(frozen=True)
@@ -143,21 +152,29 @@ class PhoneTable:
             np.array([VISEME_INDEX[p.viseme] + 1 for p in seq], dtype=np.int64),
         )
 
-    def window(self, t_a: float, t_b: float, max_phones: int) -> tuple[np.ndarray, np.ndarray]:
-        """Phones overlapping ``[t_a, t_b]``: ids ``(P,)`` and spans ``(P, 2)`` in tau units.
+    def window(self, t_a: float, t_b: float, max_phones: int, context: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Phones overlapping ``[t_a, t_b]`` plus ``context`` neighbours on each side (coarticulation reaches
+        across the interval): ids ``(P,)`` and spans ``(P, 2)`` in tau units, clipped to [-1, 2].
 
-        Padded with id 0 / span 0 to ``max_phones``; spans are clipped to [-1, 2].
+        Padded with id 0 / span 0 to ``max_phones``; when there are more, the ones nearest the interval's
+        middle are kept (in time order).
         """
         ids = np.zeros(max_phones, dtype=np.int64)
         spans = np.zeros((max_phones, 2), dtype=np.float32)
-        if self.ids.size == 0 or max_phones == 0:
+        n = self.ids.size
+        if n == 0 or max_phones == 0:
             return ids, spans
         if t_b > t_a:
-            sel = np.nonzero((self.ends > t_a) & (self.starts < t_b))[0]
-        else:  # a held frame: the phone covering t_a (or the nearest one)
-            cover = np.nonzero((self.starts <= t_a) & (self.ends > t_a))[0]
-            sel = cover if cover.size else np.array([int(np.argmin(np.abs(0.5 * (self.starts + self.ends) - t_a)))])
-        sel = sel[:max_phones]
+            inside = np.nonzero((self.ends > t_a) & (self.starts < t_b))[0]
+        else:  # a held frame: the phone covering t_a
+            inside = np.nonzero((self.starts <= t_a) & (self.ends > t_a))[0]
+        if inside.size == 0:  # in a gap: the nearest phone
+            inside = np.array([int(np.argmin(np.abs(0.5 * (self.starts + self.ends) - t_a)))])
+        sel = np.arange(max(0, inside[0] - context), min(n, inside[-1] + 1 + context))
+        if sel.size > max_phones:
+            mid = 0.5 * (t_a + t_b)
+            near = np.argsort(np.abs(0.5 * (self.starts[sel] + self.ends[sel]) - mid), kind="stable")[:max_phones]
+            sel = np.sort(sel[near])
         length = max(t_b - t_a, 1e-6)
         ids[: sel.size] = self.ids[sel]
         spans[: sel.size, 0] = np.clip((self.starts[sel] - t_a) / length, -1.0, 2.0)
