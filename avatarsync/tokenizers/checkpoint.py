@@ -1,0 +1,82 @@
+"""Tokenizer folders: ``config.yaml`` (TokenizerConfig) + ``model.safetensors``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import ConfigError, from_dict, read_yaml, save_config
+from ..errors import CheckpointError
+from ..train.checkpoint import state_dict_for_saving
+from .config import TokenizerConfig
+from .tokenizer import VisualTokenizer
+
+CONFIG_NAME = "config.yaml"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def unwrap_tokenizer(model: nn.Module) -> VisualTokenizer:
+    """The ``VisualTokenizer`` inside a training wrapper (or the model itself)."""
+    inner = getattr(model, "module", model)  # DeepSpeed engines
+    inner = getattr(inner, "tokenizer", inner)
+    if not isinstance(inner, VisualTokenizer):
+        raise TypeError(f"expected a VisualTokenizer or a wrapper holding one, got {type(model).__name__}")
+    return inner
+
+
+def save_tokenizer(model: nn.Module, cfg: TokenizerConfig | None, path: str | Path) -> Path:
+    """Write ``path/config.yaml`` and ``path/model.safetensors``; returns the folder."""
+    tok = unwrap_tokenizer(model)
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_config((cfg or tok.config).resolved(), folder / CONFIG_NAME)
+    save_file(state_dict_for_saving(tok), str(folder / WEIGHTS_NAME), metadata={"format": "avatarsync-tokenizer"})
+    return folder
+
+
+def _clean_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Accept a bare tokenizer state dict or a training wrapper's (``tokenizer.*`` + discriminator)."""
+    if any(k.startswith("tokenizer.") for k in sd):
+        sd = {k[len("tokenizer."):]: v for k, v in sd.items() if k.startswith("tokenizer.")}
+    return sd
+
+
+def read_tokenizer_config(folder: str | Path) -> TokenizerConfig:
+    data = read_yaml(Path(folder) / CONFIG_NAME)
+    if isinstance(data.get("model"), dict):  # a whole task config (model / data / train sections)
+        data = data["model"]
+    try:
+        return from_dict(TokenizerConfig, data)
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{folder}/{CONFIG_NAME} is not a tokenizer config: {e}") from None
+
+
+def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VisualTokenizer:
+    """A ``VisualTokenizer`` in eval mode from a folder written by ``save_tokenizer`` (or the training loop)."""
+    folder = Path(path)
+    if folder.is_file():
+        folder = folder.parent
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder} has no {name}", "pass a tokenizer folder written by save_tokenizer or training")
+    model = VisualTokenizer(read_tokenizer_config(folder))
+    sd = _clean_keys(load_file(str(folder / WEIGHTS_NAME)))
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights in {folder} do not match its config: {str(e).splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
+def tokenizer_fingerprint(model: nn.Module) -> str:
+    """Short hash of a tokenizer's config and weights (names token caches)."""
+    tok = unwrap_tokenizer(model)
+    h = hashlib.sha256(repr(sorted((k, v) for k, v in vars(tok.config).items() if k != "loss")).encode())
+    for name, t in sorted(tok.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,187 @@
+"""``TokenizerTask``: the tokenizer's side of the shared training loop (train/task.py).
+
+Held-out metrics (``evaluate``): ``psnr`` and ``mouth_psnr`` (dB, images in
+[-1, 1], higher is better), ``l1``, ``codebook_perplexity`` (exp of the
+entropy of the code histogram over all evaluated tokens), ``codebook_usage``
+(fraction of the codebook seen; bounded by tokens / codebook size) and
+``codes_used``; with token factorization also ``factor_usage`` and
+``factor_perplexity`` (mean over sub-codebooks).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import save_config
+from ..train.config import TrainConfig
+from .checkpoint import save_tokenizer, unwrap_tokenizer
+from .config import TokenizerConfig
+from .data import (FrameDataset, PreparedFrames, TokenizerDataConfig, collate_frames, load_corpus_frames,
+                   synthetic_frames)
+from .losses import PatchDiscriminator, box_mask, build_perceptual, discriminator_hinge, generator_hinge, psnr
+from .tokenizer import VisualTokenizer
+
+
+@dataclass
+class TokenizerTaskConfig:
+    """The task's part of a recipe: ``model`` (architecture, codebook, loss weights) and ``data``.
+
+    A recipe file adds ``task: tokenizer`` and the loop's ``train:`` section (train/registry.py).
+    """
+
+    model: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: TokenizerDataConfig = field(default_factory=TokenizerDataConfig)
+
+
+class TokenizerTrainModel(nn.Module):
+    """What the loop optimises: the tokenizer, the optional discriminator, and a step counter."""
+
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        self.tokenizer = VisualTokenizer(cfg)
+        loss = self.tokenizer.config.loss
+        self.discriminator = PatchDiscriminator(loss.disc_channels) if loss.adversarial > 0 else None
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def forward(self, images: torch.Tensor):
+        return self.tokenizer(images)
+
+
+def codebook_stats(indices: torch.Tensor, size: int) -> dict[str, float]:
+    """Perplexity and usage of a codebook of ``size`` codes from a tensor of ids."""
+    counts = torch.bincount(indices.reshape(-1).long().cpu(), minlength=size).double()
+    p = counts / counts.sum().clamp_min(1)
+    ent = float(-(p[p > 0] * p[p > 0].log()).sum())
+    used = int((counts > 0).sum())
+    return {"perplexity": math.exp(ent), "usage": used / size, "used": float(used)}
+
+
+class TokenizerTask:
+    """Implements ``TrainTask`` for ``name == "tokenizer"``."""
+
+    name = "tokenizer"
+    Config = TokenizerTaskConfig
+
+    def __init__(self, cfg: TokenizerTaskConfig | None = None) -> None:
+        self.cfg = cfg or TokenizerTaskConfig()
+        self.cfg.model = self.cfg.model.resolved()
+        self._frames: dict[str, PreparedFrames] = {}
+        self._perceptual: nn.Module | None = None
+
+    @classmethod
+    def from_recipe(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple["TokenizerTask", TrainConfig]:
+        """The task and the loop settings of a recipe file."""
+        from ..train.registry import load_recipe  # noqa: PLC0415
+
+        task_cfg, train_cfg = load_recipe(cls.name, path, overrides)
+        return cls(task_cfg), train_cfg
+
+    # -- TrainTask ---------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        return TokenizerTrainModel(self.cfg.model)
+
+    def _split(self, which: str) -> PreparedFrames:
+        if which not in self._frames:
+            d = self.cfg.data
+            if d.source == "synthetic":
+                n, seed = (d.synthetic_train, d.seed) if which == "train" else (d.synthetic_val, d.seed + 10_000)
+                self._frames[which] = synthetic_frames(d, n, seed)
+            else:
+                split, k = (d.train_split, d.frames_per_clip) if which == "train" else (d.val_split, d.val_frames_per_clip)
+                self._frames[which] = load_corpus_frames(d, split, k)
+        return self._frames[which]
+
+    def train_dataset(self) -> FrameDataset:
+        return FrameDataset(self._split("train"), hflip=self.cfg.data.hflip, crop=self.cfg.data.train_crop)
+
+    def val_dataset(self) -> FrameDataset:
+        return FrameDataset(self._split("val"), hflip=False)
+
+    def collate(self, items: list[Any]) -> dict[str, torch.Tensor]:
+        return collate_frames(items)
+
+    def perceptual(self, device: torch.device) -> nn.Module | None:
+        w = self.cfg.model.loss
+        if w.perceptual <= 0:
+            return None
+        if self._perceptual is None:
+            self._perceptual = build_perceptual(w.perceptual_kind, w.lpips_backbone)
+        return self._perceptual.to(device)
+
+    def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        wrapper = getattr(model, "module", model)
+        tok = unwrap_tokenizer(wrapper)
+        w = tok.config.loss
+        x = batch["image"]
+        out = tok(x)
+        rec = out.recon.float()
+        diff = rec - x.float()
+        l1, l2 = diff.abs().mean(), (diff ** 2).mean()
+        loss = w.l1 * l1 + w.l2 * l2
+        logs = {"l1": l1.item(), "l2": l2.item(), "psnr": psnr(rec.detach(), x).mean().item()}
+        perc = self.perceptual(x.device)
+        if perc is not None:
+            p = perc(rec, x.float())
+            loss = loss + w.perceptual * p
+            logs["perceptual"] = p.item()
+        if w.mouth > 0 and "mouth_box" in batch:
+            m = box_mask(batch["mouth_box"], x.shape[-2], x.shape[-1])
+            mouth_l1 = (diff.abs() * m).sum() / (m.sum() * 3).clamp_min(1)
+            loss = loss + w.mouth * mouth_l1
+            logs["mouth_l1"] = mouth_l1.item()
+        if "entropy" in out.losses:
+            loss = loss + w.entropy * out.losses["entropy"]
+        if "commitment" in out.losses:
+            loss = loss + w.commitment * out.losses["commitment"]
+        for k, v in out.losses.items():
+            logs[k] = float(v.detach())
+        step = getattr(wrapper, "step", None)
+        disc = getattr(wrapper, "discriminator", None)
+        if disc is not None and (step is None or int(step) >= w.adversarial_start):
+            g = generator_hinge(disc, rec)
+            d = discriminator_hinge(disc, x.float(), rec)
+            loss = loss + w.adversarial * g + d
+            logs.update(gan_g=g.item(), gan_d=d.item())
+        if step is not None and wrapper.training:
+            step += 1
+        logs["batch_usage"] = codebook_stats(out.indices, tok.codebook_size)["usage"]
+        return loss, logs
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        tok = unwrap_tokenizer(model)
+        p_all, pm_all, l1_all, ids = [], [], [], []
+        for b in batches:
+            x = b["image"].float()
+            idx = tok.encode(x)
+            rec = tok.decode(idx).float()
+            p_all.append(psnr(rec, x))
+            if "mouth_box" in b:
+                pm_all.append(psnr(rec, x, box_mask(b["mouth_box"], x.shape[-2], x.shape[-1])))
+            l1_all.append((rec - x).abs().flatten(1).mean(1))
+            ids.append(idx.reshape(-1).cpu())
+        if not ids:
+            return {}
+        allids = torch.cat(ids)
+        stats = codebook_stats(allids, tok.codebook_size)
+        res = {"psnr": float(torch.cat(p_all).mean()), "l1": float(torch.cat(l1_all).mean()),
+               "codebook_perplexity": stats["perplexity"], "codebook_usage": stats["usage"], "codes_used": stats["used"]}
+        if pm_all:
+            res["mouth_psnr"] = float(torch.cat(pm_all).mean())
+        if tok.factors > 1:
+            sub = tok.quantizer.split(allids)
+            fs = [codebook_stats(sub[:, f], tok.factor_size) for f in range(tok.factors)]
+            res["factor_usage"] = sum(s["usage"] for s in fs) / len(fs)
+            res["factor_perplexity"] = sum(s["perplexity"] for s in fs) / len(fs)
+        return res
+
+    def export(self, model: nn.Module, folder: str | Path) -> None:
+        """The loop's final folder: a loadable tokenizer (``load_tokenizer``) plus the whole recipe."""
+        save_tokenizer(model, self.cfg.model, folder)
+        save_config(self.cfg, Path(folder) / "recipe.yaml")

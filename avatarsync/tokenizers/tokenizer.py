@@ -1,0 +1,117 @@
+"""``VisualTokenizer``: images in [-1, 1] <-> token grids, plus differentiable decoding from logits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .config import TokenizerConfig
+from .model import Decoder, Encoder
+from .quantizers import LFQuantizer, VQuantizer, soft_or_straight
+
+
+@dataclass
+class TokenizerOutput:
+    recon: torch.Tensor  # [B, 3, H, W], not clamped
+    indices: torch.Tensor  # [B, h, w]
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def build_quantizer(cfg: TokenizerConfig) -> nn.Module:
+    if cfg.quantizer == "lfq":
+        return LFQuantizer(cfg.codebook_bits, cfg.factors, cfg.entropy_inv_temperature, cfg.loss.diversity_gamma)
+    return VQuantizer(cfg.vq_dim, cfg.codebook_bits, cfg.vq_decay)
+
+
+class VisualTokenizer(nn.Module):
+    """Convolutional encoder -> LFQ/VQ -> decoder. Images are ``[B, 3, H, W]`` floats in [-1, 1]."""
+
+    def __init__(self, cfg: TokenizerConfig | None = None) -> None:
+        super().__init__()
+        self.config = (cfg or TokenizerConfig()).resolved()
+        self.encoder = Encoder(self.config)
+        self.quantizer = build_quantizer(self.config)
+        self.decoder = Decoder(self.config)
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def factors(self) -> int:
+        """Sub-tokens per token (1 = no factorization)."""
+        return self.quantizer.factors
+
+    @property
+    def factor_size(self) -> int:
+        """Ids per sub-token (``codebook_size`` when not factorized)."""
+        return self.quantizer.factor_size
+
+    @property
+    def downsample(self) -> int:
+        return self.config.downsample
+
+    def grid_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
+        """Token grid (h, w) for an image side (or (H, W)); sides must be multiples of ``downsample``."""
+        hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if any(s % self.downsample for s in hw):
+            raise InputError(f"image size {hw} is not a multiple of the tokenizer's downsampling {self.downsample}")
+        return hw[0] // self.downsample, hw[1] // self.downsample
+
+    def _check(self, images: torch.Tensor) -> None:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise InputError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+        self.grid_size(tuple(images.shape[-2:]))
+
+    # -- training forward --------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> TokenizerOutput:
+        self._check(images)
+        q = self.quantizer(self.encoder(images))
+        return TokenizerOutput(self.decoder(q.codes), q.indices, q.losses)
+
+    # -- inference ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, factorized: bool = False) -> torch.Tensor:
+        """Token ids ``[B, h, w]`` (``[B, h, w, F]`` sub-ids when ``factorized``)."""
+        self._check(images)
+        was = self.quantizer.training
+        self.quantizer.eval()  # no entropy terms, no VQ codebook updates
+        try:
+            idx = self.quantizer(self.encoder(images)).indices
+        finally:
+            self.quantizer.train(was)
+        return self.quantizer.split(idx) if factorized else idx
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """``[B, h, w]`` ids (or ``[B, h, w, F]`` sub-ids) -> quantized latent ``[B, C, h, w]``."""
+        return self.quantizer.indices_to_codes(indices.to(next(self.parameters()).device))
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Quantized latent -> images (not clamped)."""
+        return self.decoder(codes)
+
+    def decode(self, indices: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Token ids -> images ``[B, 3, H, W]`` in [-1, 1]."""
+        out = self.decode_codes(self.indices_to_codes(indices).to(next(self.parameters()).dtype))
+        return out.clamp(-1, 1) if clamp else out
+
+    def decode_logits(self, logits: torch.Tensor | Sequence[torch.Tensor], mode: str = "soft",
+                      temperature: float = 1.0) -> torch.Tensor:
+        """Differentiable decode from token logits (not clamped).
+
+        ``logits``: ``[B, h, w, V]`` over full ids; with factorization also
+        ``[B, h, w, F, V_f]`` or a list of F ``[B, h, w, V_f]``. ``mode="soft"``
+        decodes the softmax-expected code, ``"st"`` the argmax code with the
+        softmax's gradient (straight-through).
+        """
+        if isinstance(logits, (list, tuple)):
+            weights = [soft_or_straight(t, mode, temperature) for t in logits]
+        else:
+            weights = soft_or_straight(logits, mode, temperature)
+        codes = self.quantizer.codes_from_weights(weights)
+        return self.decode_codes(codes.to(next(self.parameters()).dtype))

@@ -1,0 +1,225 @@
+"""VisualTokenizer: shapes, round trips, quantizer ids, differentiable decoding, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avatarsync.errors import CheckpointError, InputError
+from avatarsync.tokenizers import (MODEL_SIZES, TokenizerConfig, TokenizerTrainModel, VisualTokenizer, load_tokenizer,
+                                   save_tokenizer, tokenizer_fingerprint)
+from avatarsync.tokenizers.model import depth_to_space, norm_groups
+
+
+def make(**kw) -> VisualTokenizer:
+    torch.manual_seed(0)
+    base = dict(size="tiny", codebook_bits=10)
+    base.update(kw)
+    return VisualTokenizer(TokenizerConfig(**base)).eval()
+
+
+def images(b: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, size, size, generator=g) * 2 - 1
+
+
+# -- config -------------------------------------------------------------------------------------
+def test_presets_and_downsampling_levels():
+    for size in MODEL_SIZES:
+        cfg = TokenizerConfig(size=size).resolved()
+        assert len(cfg.channel_mult) == 4 and cfg.channels == MODEL_SIZES[size]["channels"]
+    cfg16 = TokenizerConfig(size="tiny", downsample=16).resolved()
+    assert len(cfg16.channel_mult) == 5
+    assert make(downsample=16).grid_size(128) == (8, 8)
+    assert make().grid_size(128) == (16, 16) and make().grid_size((64, 32)) == (8, 4)
+
+
+@pytest.mark.parametrize("bad", [dict(codebook_bits=19), dict(codebook_bits=10, factors=3),
+                                 dict(quantizer="vq", factors=2), dict(channel_mult=[1, 2]),
+                                 dict(size="huge")])
+def test_bad_configs_are_refused(bad):
+    with pytest.raises(InputError):
+        TokenizerConfig(**bad).resolved()
+
+
+def test_norm_groups_keep_several_channels_per_group():
+    assert norm_groups(16) == 4 and norm_groups(128) == 32 and norm_groups(48) == 12 and norm_groups(3) == 1
+
+
+# -- encode / decode ----------------------------------------------------------------------------
+@pytest.mark.parametrize("factors", [1, 2])
+def test_encode_decode_round_trip(factors):
+    tok = make(factors=factors)
+    x = images()
+    ids = tok.encode(x)
+    assert ids.shape == (2, 4, 4) and ids.dtype == torch.long
+    assert 0 <= int(ids.min()) and int(ids.max()) < tok.codebook_size == 1024
+    # indices -> codes -> decode equals decode of encode, and the model's own forward in eval mode
+    with torch.no_grad():
+        codes = tok.indices_to_codes(ids)
+        assert codes.shape == (2, 10, 4, 4) and set(codes.unique().tolist()) <= {-1.0, 1.0}
+        via_codes = tok.decode_codes(codes)
+        direct = tok.decode(ids, clamp=False)
+        forward = tok(x).recon
+    assert torch.equal(via_codes, direct)
+    torch.testing.assert_close(forward, direct)
+    assert tok.decode(ids).abs().max() <= 1.0
+    # re-encoding the codes' sign pattern gives the same ids
+    assert torch.equal(tok.quantizer.indices_from_latent(codes), ids)
+
+
+def test_our_ids_match_vector_quantize_pytorch_lfq():
+    tok = make(factors=2)
+    tok.quantizer.train()
+    z = torch.randn(2, 10, 4, 4)
+    out = tok.quantizer(z)
+    assert torch.equal(out.indices, tok.quantizer.indices_from_latent(z))
+    assert torch.equal(out.codes.detach(), torch.where(z > 0, 1.0, -1.0))
+    assert {"entropy", "commitment"} <= set(out.losses)
+
+
+def test_factorized_ids_split_and_merge():
+    tok = make(factors=2)
+    x = images()
+    full, sub = tok.encode(x), tok.encode(x, factorized=True)
+    assert sub.shape == (2, 4, 4, 2) and int(sub.max()) < tok.factor_size == 32
+    assert torch.equal(full, sub[..., 0] * 32 + sub[..., 1])
+    assert torch.equal(tok.decode(sub), tok.decode(full))
+
+
+def test_large_factorized_codebook_is_cheap():
+    tok = make(codebook_bits=18, factors=2)
+    tok.train()
+    out = tok(images())
+    assert out.indices.max() < 2 ** 18 and torch.isfinite(out.losses["entropy"])
+    assert tok.decode(out.indices).shape == (2, 3, 32, 32)
+
+
+def test_bad_inputs_are_refused():
+    tok = make()
+    with pytest.raises(InputError):
+        tok.encode(torch.zeros(1, 3, 30, 30))  # not a multiple of 8
+    with pytest.raises(InputError):
+        tok.encode(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(InputError):
+        tok.decode(torch.full((1, 4, 4), 1024))
+
+
+# -- differentiable decoding from logits --------------------------------------------------------
+def _onehot_logits(ids: torch.Tensor, n: int, scale: float = 60.0) -> torch.Tensor:
+    return torch.nn.functional.one_hot(ids, n).float() * scale
+
+
+@pytest.mark.parametrize("factors", [1, 2])
+def test_decode_logits_matches_decode_and_is_differentiable(factors):
+    tok = make(factors=factors)
+    ids = tok.encode(images())
+    target = tok.decode(ids, clamp=False)
+    logits = _onehot_logits(ids, tok.codebook_size).requires_grad_()
+    st = tok.decode_logits(logits, mode="st")
+    torch.testing.assert_close(st, target, atol=1e-5, rtol=1e-5)  # forward = hard codes
+    soft = tok.decode_logits(logits, mode="soft")
+    torch.testing.assert_close(soft, target, atol=1e-3, rtol=1e-3)  # peaked softmax ~ hard codes
+    mild = (logits.detach() / 20).requires_grad_()
+    tok.decode_logits(mild, mode="soft").square().mean().backward()
+    assert mild.grad is not None and mild.grad.abs().sum() > 0
+    mild.grad = None
+    tok.decode_logits(mild, mode="st").square().mean().backward()
+    assert mild.grad.abs().sum() > 0
+    if factors == 2:
+        sub = tok.quantizer.split(ids)
+        sub_logits = _onehot_logits(sub, tok.factor_size)
+        torch.testing.assert_close(tok.decode_logits(sub_logits, mode="st"), target, atol=1e-5, rtol=1e-5)
+        as_list = [sub_logits[..., 0, :], sub_logits[..., 1, :]]
+        torch.testing.assert_close(tok.decode_logits(as_list, mode="st"), target, atol=1e-5, rtol=1e-5)
+
+
+def test_decode_logits_rejects_wrong_shapes_and_modes():
+    tok = make()
+    with pytest.raises(InputError):
+        tok.decode_logits(torch.zeros(1, 4, 4, 100))
+    with pytest.raises(InputError):
+        tok.decode_logits(torch.zeros(1, 4, 4, 1024), mode="gumbel")
+
+
+# -- VQ alternative -----------------------------------------------------------------------------
+def test_vq_tokenizer_round_trip_and_logits():
+    tok = make(quantizer="vq", codebook_bits=8, vq_dim=8)
+    x = images()
+    ids = tok.encode(x)
+    assert ids.shape == (2, 4, 4) and int(ids.max()) < 256
+    with torch.no_grad():
+        torch.testing.assert_close(tok(x).recon, tok.decode(ids, clamp=False))
+        torch.testing.assert_close(tok.decode_codes(tok.indices_to_codes(ids)), tok.decode(ids, clamp=False))
+    st = tok.decode_logits(_onehot_logits(ids, 256), mode="st")
+    torch.testing.assert_close(st, tok.decode(ids, clamp=False), atol=1e-5, rtol=1e-5)
+    tok.train()
+    out = tok(x)
+    assert "commitment" in out.losses and out.recon.shape == x.shape
+
+
+# -- building blocks ----------------------------------------------------------------------------
+def test_depth_to_space_uses_dcr_channel_order():
+    c, b = 2, 2
+    x = torch.arange(4 * c * 3 * 3, dtype=torch.float32).reshape(1, 4 * c, 3, 3)
+    y = depth_to_space(x, b)
+    assert y.shape == (1, c, 6, 6)
+    for i in range(b):
+        for j in range(b):
+            for ch in range(c):
+                assert torch.equal(y[0, ch, i::b, j::b], x[0, (i * b + j) * c + ch])
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def test_save_load_round_trip(tmp_path):
+    tok = make(factors=2)
+    x = images()
+    folder = save_tokenizer(tok, tok.config, tmp_path / "tok")
+    assert (folder / "config.yaml").is_file() and (folder / "model.safetensors").is_file()
+    loaded = load_tokenizer(folder, device="cpu")
+    assert not loaded.training
+    assert torch.equal(loaded.encode(x), tok.encode(x))
+    torch.testing.assert_close(loaded.decode(tok.encode(x)), tok.decode(tok.encode(x)))
+    assert tokenizer_fingerprint(loaded) == tokenizer_fingerprint(tok)
+
+
+def test_load_from_a_training_wrapper_state_dict(tmp_path):
+    from avatarsync.train.checkpoint import save_weights
+
+    torch.manual_seed(0)
+    wrapper = TokenizerTrainModel(TokenizerConfig(size="tiny", codebook_bits=10, loss=dict_loss(adversarial=0.5)))
+    assert wrapper.discriminator is not None
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    save_weights(wrapper, folder / "model.safetensors")
+    from avatarsync.config import save_config
+
+    save_config(wrapper.tokenizer.config, folder / "config.yaml")
+    loaded = load_tokenizer(folder)
+    x = images()
+    assert torch.equal(loaded.encode(x), wrapper.tokenizer.eval().encode(x))
+
+
+def dict_loss(**kw):
+    from avatarsync.tokenizers import TokenizerLossConfig
+
+    return TokenizerLossConfig(**kw)
+
+
+def test_missing_or_mismatched_checkpoints_raise(tmp_path):
+    with pytest.raises(CheckpointError):
+        load_tokenizer(tmp_path / "nothing")
+    tok = make()
+    save_tokenizer(make(codebook_bits=12), tok.config, tmp_path / "b")  # 12-bit weights under a 10-bit config
+    with pytest.raises(CheckpointError):
+        load_tokenizer(tmp_path / "b")
+
+
+def test_upsampler_starts_as_nearest_neighbour():
+    from avatarsync.tokenizers.model import Upsample
+
+    torch.manual_seed(0)
+    up = Upsample(4)
+    y = up(torch.randn(1, 4, 5, 5))
+    assert y.shape == (1, 4, 10, 10)
+    assert torch.equal(y[..., 0::2, 0::2], y[..., 1::2, 1::2]) and torch.equal(y[..., 0::2, 0::2], y[..., 0::2, 1::2])

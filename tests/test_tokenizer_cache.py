@@ -1,0 +1,129 @@
+"""Corpus frames for the tokenizer and the per-dataset token cache, on a small fake corpus folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avatarsync.errors import CheckpointError, InputError
+from avatarsync.faces.synthetic import toy_face
+from avatarsync.tokenizers import (TokenCache, TokenizerConfig, TokenizerDataConfig, TokenizerTask, TokenizerTaskConfig,
+                                   VisualTokenizer, build_token_cache, encode_frames)
+from avatarsync.tokenizers.data import load_corpus_frames, prepare_clip, split_clips
+
+SIZE = 64
+
+
+def _landmarks16(five: np.ndarray) -> np.ndarray:
+    """The renderer's 16-point order (LANDMARK_NAMES) from five points; the rest sit near the mouth."""
+    pts = np.repeat(((five[3] + five[4]) / 2)[None], 16, axis=0)
+    pts[:5] = five  # left_eye, right_eye, nose_tip, mouth_left, mouth_right
+    pts[5] -= [0, 2]
+    pts[6] += [0, 2]
+    return pts
+
+
+def make_corpus(root: Path, clips: dict[str, int], frames: int = 5) -> Path:
+    """A corpus folder: ``clips`` maps split -> number of clips; each clip one toy identity that moves."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for split, n in clips.items():
+        for c in range(n):
+            clip_id = f"{split}_{c:03d}"
+            folder = root / "clips" / clip_id
+            folder.mkdir(parents=True)
+            imgs, lms = [], []
+            centre = np.array([SIZE / 2, SIZE / 2])
+            for f in range(frames):
+                img, five = toy_face(rng, SIZE, center=tuple(centre + [f, 0.5 * f]), face_size=SIZE * 0.6, roll=0.02 * f,
+                                     openness=f / frames)
+                imgs.append(img)
+                lms.append(_landmarks16(five))
+            np.savez(folder / "frames.npz", frames=np.stack(imgs))
+            np.savez(folder / "truth.npz", landmarks=np.stack(lms).astype(np.float32), viseme=np.zeros(frames, np.int64))
+            lines.append(json.dumps({"clip_id": clip_id, "split": split, "identity": c, "sentence_id": "s0", "lang": "en",
+                                     "text": "hi", "fps": 25.0, "n_frames": frames, "duration": frames / 25,
+                                     "size": SIZE}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture()
+def corpus(tmp_path) -> Path:
+    return make_corpus(tmp_path / "corpus", {"train": 2, "val": 1})
+
+
+def data_cfg(root: Path, **kw) -> TokenizerDataConfig:
+    base = dict(source="corpus", root=str(root), crop_size=SIZE, align="clip", landmark_layout="procedural",
+                frames_per_clip=3, val_frames_per_clip=2)
+    base.update(kw)
+    return TokenizerDataConfig(**base)
+
+
+def tiny_tokenizer(seed: int = 0) -> VisualTokenizer:
+    torch.manual_seed(seed)
+    return VisualTokenizer(TokenizerConfig(size="tiny", codebook_bits=10)).eval()
+
+
+def test_clip_alignment_uses_the_first_frame_for_the_whole_clip(corpus):
+    cfg = data_cfg(corpus)
+    clip = split_clips(cfg, "train")[0]
+    prep = prepare_clip(clip, cfg)
+    assert prep.crops.shape == (5, SIZE, SIZE, 3) and prep.crops.dtype == np.uint8
+    assert np.allclose(prep.matrices, prep.matrices[0])  # one transform per clip
+    per_frame = prepare_clip(clip, data_cfg(corpus, align="frame"))
+    assert not np.allclose(per_frame.matrices[0], per_frame.matrices[-1])  # the face moved
+    # the mouth box follows the mouth: lower-middle of the crop, inside it
+    x0, y0, x1, y1 = prep.mouth_boxes[0]
+    assert 0 <= x0 < x1 <= SIZE and SIZE * 0.45 < (y0 + y1) / 2 < SIZE * 0.9
+    none = prepare_clip(clip, data_cfg(corpus, align="none"))
+    assert np.array_equal(none.crops, clip.frames())
+
+
+def test_task_reads_corpus_splits(corpus):
+    task = TokenizerTask(TokenizerTaskConfig(model=TokenizerConfig(size="tiny", codebook_bits=10), data=data_cfg(corpus)))
+    assert len(task.train_dataset()) == 2 * 3 and len(task.val_dataset()) == 2
+    item = task.val_dataset()[0]
+    assert item["image"].shape == (3, SIZE, SIZE) and -1 <= float(item["image"].min()) and float(item["image"].max()) <= 1
+
+
+def test_unknown_landmark_layout_is_explained(corpus):
+    with pytest.raises(InputError, match="landmark"):
+        load_corpus_frames(data_cfg(corpus, landmark_layout="wflw98"), "train", 2)
+    assert len(load_corpus_frames(data_cfg(corpus, landmark_layout="wflw98", align="none"), "train", 2)) == 4
+
+
+def test_token_cache_round_trip_and_resume(corpus):
+    tok = tiny_tokenizer()
+    cfg = data_cfg(corpus)
+    folder = build_token_cache(tok, cfg, batch_size=4)
+    assert folder.parent == corpus / "tokens"
+    cache = TokenCache(folder)
+    assert cache.clip_ids("train") == ["train_000", "train_001"] and cache.clip_ids("val") == ["val_000"]
+    assert cache.grid == (SIZE // 8, SIZE // 8) and cache.codebook_size == 1024
+    clip = split_clips(cfg, "train")[1]
+    got = cache.load("train_001")
+    expected = encode_frames(tok, prepare_clip(clip, cfg).crops)
+    assert got["tokens"].shape == (5, 8, 8) and np.array_equal(got["tokens"], expected)
+    assert got["matrices"].shape == (5, 2, 3)
+    # the cached ids decode to the same images as encoding the frames afresh
+    with torch.no_grad():
+        a = tok.decode(torch.from_numpy(got["tokens"]))
+        b = tok.decode(tok.encode(torch.from_numpy(prepare_clip(clip, cfg).crops).permute(0, 3, 1, 2).float() / 127.5 - 1))
+    assert torch.equal(a, b)
+    cache.check(tok)
+    # building again skips finished clips (resumable) ...
+    stamp = (folder / "train_000.npz").stat().st_mtime_ns
+    build_token_cache(tok, cfg)
+    assert (folder / "train_000.npz").stat().st_mtime_ns == stamp
+    # ... and a different tokenizer is refused by the check and gets its own folder
+    other = tiny_tokenizer(seed=1)
+    with pytest.raises(CheckpointError):
+        cache.check(other)
+    assert build_token_cache(other, cfg, splits=("val",)) != folder
+    with pytest.raises(CheckpointError):
+        cache.load("nope")
