@@ -5,37 +5,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import yaml
 
 from avatarsync.cli import main
 from avatarsync.io import probe_mp4
-from avatarsync.phonemes.visemes import VISEME_NAMES
-from avatarsync.pipeline import BundleInfo, Pipeline, make_bundle
+from avatarsync.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    from avatarsync.fkg.model import FKGModel
-    from avatarsync.fkg.task import save_fkg
-    from avatarsync.fkg.vocab import FKGVocab
-    from avatarsync.interpolation.model import InterpModelConfig, MambaInterpolator
-    from avatarsync.tokenizers import VisualTokenizer, save_tokenizer
-    from avatarsync.tokenizers.config import TokenizerConfig
-    from avatarsync.train.checkpoint import save_weights
+    from avatarsync.untrained import make_untrained_bundle
 
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("parts")
-    tcfg = TokenizerConfig(size="tiny", codebook_bits=10)
-    tok = VisualTokenizer(tcfg)
-    save_tokenizer(tok, tcfg, root / "tokenizer")
-    fkg = FKGModel(FKGVocab(units=list(VISEME_NAMES), codebook_size=tok.codebook_size), size="tiny")
-    save_fkg(fkg, root / "fkg")
-    icfg = InterpModelConfig(latent_channels=tcfg.z_channels, d_model=32, n_layers=2, head_dim=16, patch=2)
-    (root / "interp").mkdir()
-    save_weights(MambaInterpolator(icfg), root / "interp" / "model.safetensors")
-    (root / "interp" / "config.yaml").write_text(yaml.safe_dump({"model": icfg.__dict__}))
-    return make_bundle(root / "bundle", root / "tokenizer", root / "fkg", root / "interp", BundleInfo())
+    return make_untrained_bundle(tmp_path_factory.mktemp("untrained"))
 
 
 @pytest.fixture(scope="module")

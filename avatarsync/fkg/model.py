@@ -38,6 +38,7 @@ class ModelSize:
 # tiny: unit tests; small: the CPU default; base / large: GPU training.
 MODEL_SIZES: dict[str, ModelSize] = {
     "tiny": ModelSize(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128),
+    "cpu": ModelSize(hidden_size=128, num_layers=3, num_heads=4, intermediate_size=384),  # bundled CPU default
     "small": ModelSize(hidden_size=384, num_layers=6, num_heads=6, intermediate_size=1024),
     "base": ModelSize(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2048),
     "large": ModelSize(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=2816),

@@ -79,7 +79,7 @@ class FKGEvalConfig:
 
 @dataclass
 class FKGConfig:
-    size: Literal["tiny", "small", "base", "large"] = "small"
+    size: Literal["tiny", "cpu", "small", "base", "large"] = "small"
     mask: str = "one_to_one"  # global | accumulative | window | one_to_one
     window: int = 2  # units visible to the 'window' variant
     position_stride: int | None = None  # None: 0 for one_to_one, 3 otherwise (layout.py)

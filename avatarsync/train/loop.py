@@ -101,15 +101,20 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
+        self.updates = 0
         self.shadow = copy.deepcopy(model).eval()
         for p in self.shadow.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Warm-up: the effective decay grows as (1+n)/(10+n) up to ``decay``, so short runs
+        do not export weights that still remember initialisation."""
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for s, m in zip(self.shadow.state_dict().values(), model.state_dict().values()):
             if s.is_floating_point():
-                s.mul_(self.decay).add_(m.detach().to(s.dtype), alpha=1 - self.decay)
+                s.mul_(decay).add_(m.detach().to(s.dtype), alpha=1 - decay)
             else:
                 s.copy_(m)
 
@@ -323,7 +328,7 @@ class Trainer:
                 save_weights(ema.shadow, ckpt / "ema.safetensors")
             state_tmp = ckpt / "state.pt.tmp"
             torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "rng": rng_state()}, state_tmp)
+                        "rng": rng_state(), "ema_updates": ema.updates if ema is not None else 0}, state_tmp)
             os.replace(state_tmp, ckpt / "state.pt")
         prune(self.out_dir, self.cfg.keep_checkpoints)
 
@@ -344,6 +349,8 @@ class Trainer:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+        if ema is not None:
+            ema.updates = int(state.get("ema_updates", state["step"]))
         log.info("resumed from %s (step %d)", ckpt, state["step"])
         return int(state["step"])
 

@@ -1,0 +1,43 @@
+"""Bundles of untrained models with real architectures.
+
+Used by tests (the pipeline's plumbing) and by ``bench/speak_speed.py``
+(compute time depends on the architecture, not on the weights). Never a
+substitute for a trained model: the video shows noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from .pipeline import BundleInfo, make_bundle
+
+
+def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codebook_bits: int = 10,
+                          fkg_size: str = "tiny", interp_width: int = 32, interp_layers: int = 2,
+                          seed: int = 0) -> Path:
+    """Randomly initialised tokenizer + FKG + interpolator, bundled like a trained model."""
+    from .fkg.model import FKGModel
+    from .fkg.task import save_fkg
+    from .fkg.vocab import FKGVocab
+    from .interpolation.model import InterpModelConfig, MambaInterpolator
+    from .phonemes.visemes import VISEME_NAMES
+    from .tokenizers import VisualTokenizer, save_tokenizer
+    from .tokenizers.config import TokenizerConfig
+    from .train.checkpoint import save_weights
+
+    torch.manual_seed(seed)
+    parts = Path(out) / "parts"
+    tcfg = TokenizerConfig(size=tokenizer_size, codebook_bits=codebook_bits, factors=2 if codebook_bits >= 12 else 1)
+    tok = VisualTokenizer(tcfg)
+    save_tokenizer(tok, tcfg, parts / "tokenizer")
+    fkg = FKGModel(FKGVocab(units=list(VISEME_NAMES), codebook_size=tok.codebook_size), size=fkg_size)
+    save_fkg(fkg, parts / "fkg")
+    icfg = InterpModelConfig(latent_channels=tcfg.z_channels, d_model=interp_width, n_layers=interp_layers,
+                             head_dim=16 if interp_width < 64 else 32, patch=2)
+    (parts / "interp").mkdir(parents=True, exist_ok=True)
+    save_weights(MambaInterpolator(icfg), parts / "interp" / "model.safetensors")
+    (parts / "interp" / "config.yaml").write_text(yaml.safe_dump({"model": icfg.__dict__}))
+    return make_bundle(Path(out) / "bundle", parts / "tokenizer", parts / "fkg", parts / "interp", BundleInfo())
