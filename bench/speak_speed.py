@@ -29,10 +29,8 @@ def sentence_with_units(pipe, target: int) -> str:
     for sent in sentence_pool("en"):
         for w in sent.rstrip(".?!").split():
             words.append(w)
-            if len(words) % 4 == 0:
-                n = len(text_to_track(" ".join(words)).track.units)
-                if n >= target:
-                    return " ".join(words)
+            if len(text_to_track(" ".join(words)).track.units) >= target:
+                return " ".join(words)
     return " ".join(words)
 
 
