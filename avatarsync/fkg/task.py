@@ -16,6 +16,8 @@ the generated pixels, metrics.py) next to ``still_mouth_viseme_acc``.
 
 from __future__ import annotations
 
+import sys
+
 import json
 import logging
 from dataclasses import dataclass, field
@@ -182,7 +184,8 @@ class FKGTask:
             dev = _device(d.cache_device)
             log.info("building the FKG token cache in %s", cache)
             crop = crop_config(d.corpus, d.tokenizer, d.align, d.crop_size, d.landmark_layout)
-            build_token_cache(d.corpus, self.tokenizer(dev), cache, dev, tokenizer_path=d.tokenizer, crop=crop)
+            build_token_cache(d.corpus, self.tokenizer(dev), cache, dev, tokenizer_path=d.tokenizer, crop=crop,
+                              progress=sys.stderr.isatty())
         self._cache_index = read_cache_index(cache)
         return cache
 

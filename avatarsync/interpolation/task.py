@@ -8,6 +8,8 @@ for the two baselines (``crossfade_latent_mse``, ``nearest_latent_mse``), and
 
 from __future__ import annotations
 
+import sys
+
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -71,7 +73,8 @@ class InterpTask:
             wanted = {d.train_split, d.val_split}
             have = LatentCache(folder) if (folder / "info.json").is_file() else None
             if have is None or not wanted <= set(have.info["splits"]):
-                build_latent_cache(self.codec, d, splits=(d.train_split, d.val_split, "test"), folder=folder)
+                build_latent_cache(self.codec, d, splits=(d.train_split, d.val_split, "test"), folder=folder,
+                                   progress=sys.stderr.isatty())
             self._cache = LatentCache(folder)
         return self._cache
 
