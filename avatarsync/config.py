@@ -145,15 +145,16 @@ def read_yaml(path: str | Path) -> dict:
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
     """Defaults of ``cls``, updated by the YAML file at ``path``, then by ``overrides``."""
-    data = to_dict(cls()) if path is None else _merge(to_dict(cls()), read_yaml(path))
+    data = to_dict(cls()) if path is None else merge_dicts(to_dict(cls()), read_yaml(path))
     return from_dict(cls, apply_overrides(data, list(overrides)))
 
 
-def _merge(base: dict, new: dict) -> dict:
+def merge_dicts(base: dict, new: dict) -> dict:
+    """``base`` updated by ``new``, nested mappings merged key by key."""
     out = dict(base)
     for k, v in new.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge_dicts(out[k], v)
         else:
             out[k] = v
     return out

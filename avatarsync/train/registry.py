@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, apply_overrides, from_dict, read_yaml, to_dict
+from ..config import ConfigError, apply_overrides, from_dict, merge_dicts, read_yaml, to_dict
 from ..errors import InputError
 from .config import TrainConfig
 from .loop import TrainResult, fit
@@ -41,17 +41,10 @@ def load_recipe(name: str, path: str | Path, overrides: list[str] | tuple[str, .
     try:
         train_cfg = from_dict(TrainConfig, train_data, "train")
         task_defaults = to_dict(cls.Config())
-        task_cfg = from_dict(cls.Config, _merge(task_defaults, data), name)
+        task_cfg = from_dict(cls.Config, merge_dicts(task_defaults, data), name)
     except ConfigError as e:
         raise InputError(f"recipe {path}: {e}", "fix the key or value; see the recipe files in recipes/") from None
     return task_cfg, train_cfg
-
-
-def _merge(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for k, v in new.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def run_training(name: str, path: str | Path, overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> TrainResult:
