@@ -175,12 +175,13 @@ class Pipeline:
     @torch.no_grad()
     def keyframes(self, ref_crop: np.ndarray, track, seed: int = 0, temperature: float = 0.0,
                   top_k: int = 0) -> torch.Tensor:
-        """Visual codes (K, h, w) of one keyframe per unit, all decoded as one batch."""
+        """Visual codes (K, h, w) of one keyframe per unit, all decoded as one batch.
+
+        ``track`` must hold no zero-length units (``speak`` removes them with ``_positive_units``)."""
         from .fkg.generate import SamplingConfig, generate_keyframes, track_ids
 
         ref = self.tokenizer.encode(_to_tensor(ref_crop[None], self.device))[0]
-        units = [u for u in track.units if u.end > u.start]
-        unit_ids, dur_ids = track_ids(self.fkg.vocab, units, self.info.unit_key)
+        unit_ids, dur_ids = track_ids(self.fkg.vocab, track.units, self.info.unit_key)
         result = generate_keyframes(self.fkg, ref, unit_ids.to(self.device), dur_ids.to(self.device),
                                     SamplingConfig(temperature=temperature, top_k=top_k, seed=seed))
         return result.codes
@@ -191,7 +192,7 @@ class Pipeline:
         from .interpolation.interpolate import interpolate_track
 
         latents = self.tokenizer.indices_to_codes(key_codes).float()
-        return interpolate_track(self.interp, latents, _positive_units(track), fps=self.info.fps, duration=duration)
+        return interpolate_track(self.interp, latents, track, fps=self.info.fps, duration=duration)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, batch_size: int = 32) -> np.ndarray:
@@ -219,16 +220,17 @@ class Pipeline:
         torch.manual_seed(seed)
         with _timed(timings, "phonemes"):
             track, samples, sr = self.phonemes(text, audio, transcript, lang, voice, rate, pitch, aligner)
+            keyed = _positive_units(track)  # one keyframe per unit that lasts
         step("phonemes")
         with _timed(timings, "crop"):
             img = read_image(image) if isinstance(image, (str, Path)) else image
             portrait, aligned = self.crop(img, source=str(image) if isinstance(image, (str, Path)) else "the image")
         step("crop")
         with _timed(timings, "keyframes"):
-            codes = self.keyframes(aligned.crop, track, seed=seed, temperature=temperature, top_k=top_k)
+            codes = self.keyframes(aligned.crop, keyed, seed=seed, temperature=temperature, top_k=top_k)
         step("keyframes")
         with _timed(timings, "interpolation"):
-            latents = self.interpolate(codes, track, track.duration)
+            latents = self.interpolate(codes, keyed, track.duration)
         step("interpolation")
         with _timed(timings, "decode"):
             crops = self.decode(latents)
@@ -260,16 +262,11 @@ def _positive_units(track):
 
 
 def _check_output(out: str | Path) -> None:
-    out = Path(out)
-    parent = out.parent if str(out.parent) else Path(".")
-    if out.suffix.lower() != ".mp4":
-        raise InputError(f"output {out} must end in .mp4", "name the output like out.mp4")
-    if not parent.is_dir():
-        raise InputError(f"cannot write {out}: folder {parent} does not exist", "create the folder first")
-    import os
+    from .io import check_writable
 
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {out}: folder {parent} is not writable", "choose another output path")
+    if Path(out).suffix.lower() != ".mp4":
+        raise InputError(f"output {out} must end in .mp4", "name the output like out.mp4")
+    check_writable(out)
 
 
 def make_bundle(out: str | Path, tokenizer: str | Path, fkg: str | Path, interp: str | Path,

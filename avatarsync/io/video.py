@@ -14,12 +14,8 @@ import numpy as np
 from ..errors import InputError
 
 
-@contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only on success.
-
-    On any exception the temporary file is removed, so no partial output is left.
-    """
+def check_writable(path: str | Path) -> Path:
+    """Raise InputError unless ``path`` can be created as a file (checked before long work starts)."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
@@ -28,6 +24,17 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         raise InputError(f"cannot write {path}: folder {parent} is not writable", "choose an output path you can write to")
     if path.is_dir():
         raise InputError(f"cannot write {path}: it is a folder", "give a file name such as out.mp4")
+    return path
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only on success.
+
+    On any exception the temporary file is removed, so no partial output is left.
+    """
+    path = check_writable(path)
+    parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
