@@ -41,7 +41,7 @@ DS_BUILD_OPS=0 $PIP install -q -c constraints.txt -e ".${extras}"
 # mediapipe 0.10.21 is the last release that ships face-mesh models in the wheel;
 # its declared pins conflict with ours, so it goes in without dependencies.
 $PIP install -q -c constraints.txt --no-deps mediapipe==0.10.21
-$PIP install -q -c constraints.txt "protobuf>=4.25,<5" absl-py flatbuffers matplotlib
+$PIP install -q -c constraints.txt "protobuf>=4.25,<5" absl-py attrs flatbuffers matplotlib
 # LPIPS (its linear heads ship in the wheel; the VGG backbone is a local file the user supplies)
 # and facenet-pytorch (its old torch pin is wrong for us, so no dependencies; it needs requests).
 $PIP install -q -c constraints.txt lpips requests
