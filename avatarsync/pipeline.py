@@ -6,6 +6,12 @@
     phonemes -> face crop -> reference tokens -> keyframes (FKG, all in parallel)
     -> interpolation (Mamba, all keyframe pairs in parallel) -> decode -> paste back -> MP4
 
+Where the interpolator works on pixels (its recipe's ``data.tokenizer`` is
+``space_to_depth:F``, as the default bundle's is), only the keyframes go through
+the tokenizer's decoder and the frames between them are interpolated as pixels;
+otherwise every output frame's code vectors are interpolated and decoded.
+A tokenizer trained with ``reference: true`` decodes against the portrait crop.
+
 A model folder ("bundle") holds ``pipeline.yaml``, ``tokenizer/``, ``fkg/``,
 ``interp/`` and the default avatar (``avatar.png`` + ``avatar.json`` landmarks).
 """
@@ -104,6 +110,7 @@ class Pipeline:
         self.folder = Path(folder)
         self.tokenizer, self.fkg, self.interp = tokenizer, fkg, interp
         self.info, self.device, self.detector = info, device, detector
+        self.pixel_factor = _pixel_factor(self.folder / "interp" / "config.yaml")
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod
@@ -187,16 +194,31 @@ class Pipeline:
         return result.codes
 
     @torch.no_grad()
-    def interpolate(self, key_codes: torch.Tensor, track, duration: float) -> torch.Tensor:
-        """Latents of every output frame (round(duration * fps), C, h, w)."""
-        from .interpolation.interpolate import interpolate_track
-
-        latents = self.tokenizer.indices_to_codes(key_codes).float()
-        return interpolate_track(self.interp, latents, track, fps=self.info.fps, duration=duration)
+    def reference(self, ref_crop: np.ndarray):
+        """The tokenizer's decoder features of the portrait crop (None when it decodes without one)."""
+        return self.tokenizer.reference_features(_to_tensor(ref_crop[None], self.device))
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, batch_size: int = 32) -> np.ndarray:
-        out = [_to_uint8(self.tokenizer.decode_codes(latents[i:i + batch_size].to(self.device)))
+    def interpolate(self, key_latents: torch.Tensor, track, duration: float) -> torch.Tensor:
+        """Latents of every output frame (round(duration * fps), C, h, w) from the keyframes' latents."""
+        from .interpolation.interpolate import interpolate_track
+
+        return interpolate_track(self.interp, key_latents.float(), track, fps=self.info.fps, duration=duration)
+
+    @torch.no_grad()
+    def decode_keyframes(self, key_codes: torch.Tensor, reference=None, batch_size: int = 32) -> torch.Tensor:
+        """Keyframe token grids (K, h, w) -> images (K, 3, H, W) in [-1, 1]."""
+        return torch.cat([self.tokenizer.decode(key_codes[i:i + batch_size].to(self.device), reference=reference)
+                          for i in range(0, len(key_codes), batch_size)])
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, reference=None, batch_size: int = 32) -> np.ndarray:
+        """Frame latents -> uint8 crops (N, H, W, 3): pixel shuffle, or the tokenizer's decoder."""
+        import torch.nn.functional as F
+
+        if self.pixel_factor:
+            return _to_uint8(F.pixel_shuffle(latents, self.pixel_factor))
+        out = [_to_uint8(self.tokenizer.decode_codes(latents[i:i + batch_size].to(self.device), reference))
                for i in range(0, len(latents), batch_size)]
         return np.concatenate(out)
 
@@ -229,11 +251,19 @@ class Pipeline:
         with _timed(timings, "keyframes"):
             codes = self.keyframes(aligned.crop, keyed, seed=seed, temperature=temperature, top_k=top_k)
         step("keyframes")
+        with _timed(timings, "decode"):
+            reference = self.reference(aligned.crop)
+            if self.pixel_factor:  # decode the keyframes only; the interpolator fills in pixels
+                import torch.nn.functional as F
+
+                key_latents = F.pixel_unshuffle(self.decode_keyframes(codes, reference), self.pixel_factor)
+            else:
+                key_latents = self.tokenizer.indices_to_codes(codes)
         with _timed(timings, "interpolation"):
-            latents = self.interpolate(codes, keyed, track.duration)
+            latents = self.interpolate(key_latents, keyed, track.duration)
         step("interpolation")
         with _timed(timings, "decode"):
-            crops = self.decode(latents)
+            crops = self.decode(latents, reference)
             if crop_only:
                 frames = crops
             else:
@@ -250,6 +280,16 @@ class Pipeline:
         step("mux")
         bar.close()
         return SpeakResult(path, frames, samples, sr, self.info.fps, track, timings)
+
+
+def _pixel_factor(interp_config: Path) -> int:
+    """F when the interpolator was trained on space-to-depth pixel latents (``space_to_depth:F``), else 0."""
+    if not interp_config.is_file():
+        return 0
+    spec = str((read_yaml(interp_config).get("data") or {}).get("tokenizer") or "")
+    if not spec.startswith("space_to_depth"):
+        return 0
+    return int(spec.partition(":")[2] or 8)
 
 
 def _positive_units(track):

@@ -17,8 +17,13 @@ from .pipeline import BundleInfo, make_bundle
 
 def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codebook_bits: int = 10,
                           fkg_size: str = "tiny", interp_width: int = 32, interp_layers: int = 2,
-                          seed: int = 0) -> Path:
-    """Randomly initialised tokenizer + FKG + interpolator, bundled like a trained model."""
+                          seed: int = 0, reference: bool = True, pixel_factor: int = 8,
+                          crop_size: int = 128) -> Path:
+    """Randomly initialised tokenizer + FKG + interpolator, bundled like a trained model.
+
+    ``reference``: the tokenizer decodes against the portrait crop; ``pixel_factor`` > 0: the
+    interpolator works on space-to-depth pixel latents (as the default bundle's), 0: on code vectors.
+    """
     from .fkg.model import FKGModel
     from .fkg.task import save_fkg
     from .fkg.vocab import FKGVocab
@@ -30,14 +35,19 @@ def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codeboo
 
     torch.manual_seed(seed)
     parts = Path(out) / "parts"
-    tcfg = TokenizerConfig(size=tokenizer_size, codebook_bits=codebook_bits, factors=2 if codebook_bits >= 12 else 1)
+    tcfg = TokenizerConfig(size=tokenizer_size, codebook_bits=codebook_bits, factors=2 if codebook_bits >= 12 else 1,
+                           reference=reference)
     tok = VisualTokenizer(tcfg)
     save_tokenizer(tok, tcfg, parts / "tokenizer")
     fkg = FKGModel(FKGVocab(units=list(VISEME_NAMES), codebook_size=tok.codebook_size), size=fkg_size)
     save_fkg(fkg, parts / "fkg")
-    icfg = InterpModelConfig(latent_channels=tcfg.z_channels, d_model=interp_width, n_layers=interp_layers,
+    channels = 3 * pixel_factor ** 2 if pixel_factor else tcfg.z_channels
+    icfg = InterpModelConfig(latent_channels=channels, d_model=interp_width, n_layers=interp_layers,
                              head_dim=16 if interp_width < 64 else 32, patch=2)
     (parts / "interp").mkdir(parents=True, exist_ok=True)
     save_weights(MambaInterpolator(icfg), parts / "interp" / "model.safetensors")
-    (parts / "interp" / "config.yaml").write_text(yaml.safe_dump({"model": icfg.__dict__}))
-    return make_bundle(Path(out) / "bundle", parts / "tokenizer", parts / "fkg", parts / "interp", BundleInfo())
+    codec = f"space_to_depth:{pixel_factor}" if pixel_factor else str(parts / "tokenizer")
+    (parts / "interp" / "config.yaml").write_text(yaml.safe_dump({"model": icfg.__dict__,
+                                                                  "data": {"tokenizer": codec, "crop_size": crop_size}}))
+    return make_bundle(Path(out) / "bundle", parts / "tokenizer", parts / "fkg", parts / "interp",
+                       BundleInfo(crop_size=crop_size))

@@ -43,6 +43,38 @@ def test_same_seed_same_frames_and_crop_only(pipe):
     assert a.frames.shape[1:] == (128, 128, 3)
 
 
+def test_pixel_interpolation_keeps_decoded_keyframes(pipe):
+    """The default layout decodes only keyframes and interpolates pixels: frames at keyframe times are
+    exactly the decoded keyframes (against the portrait reference)."""
+    import torch
+
+    from avatarsync.interpolation.schedule import track_schedule
+
+    assert pipe.pixel_factor == 8 and pipe.tokenizer.needs_reference
+    res = pipe.speak(text="Peace.", out=None, seed=0, crop_only=True)
+    units = [u for u in res.track.units if u.end > u.start]
+    keys = pipe.keyframes(pipe.crop(None)[1].crop, type(res.track)(units=units, lang="en", duration=res.track.duration),
+                          seed=0)
+    decoded = pipe.decode_keyframes(keys, pipe.reference(pipe.crop(None)[1].crop))
+    key_u8 = ((decoded.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    sched = track_schedule(type(res.track)(units=units, lang="en", duration=res.track.duration), 25.0,
+                           res.track.duration)
+    copies = np.nonzero(sched.is_keyframe_copy() & (sched.tau == 0))[0]
+    assert len(copies) > 0
+    for f in copies:
+        np.testing.assert_array_equal(res.frames[f], key_u8[sched.left[f]])
+
+
+def test_code_space_bundle_without_reference(tmp_path):
+    from avatarsync.untrained import make_untrained_bundle
+
+    folder = make_untrained_bundle(tmp_path, reference=False, pixel_factor=0)
+    p = Pipeline.from_pretrained(folder, device="cpu")
+    assert p.pixel_factor == 0 and not p.tokenizer.needs_reference
+    res = p.speak(text="Hello.", out=None, crop_only=True)
+    assert res.frames.shape[1:] == (128, 128, 3) and len(res.frames) == round(res.track.duration * 25)
+
+
 def test_mandarin_text_runs_through_visual_units(pipe):
     res = pipe.speak(text="和平与发展", lang="zh", out=None, crop_only=True)
     assert len(res.frames) == round(res.track.duration * 25)

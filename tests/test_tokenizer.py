@@ -223,3 +223,53 @@ def test_upsampler_starts_as_nearest_neighbour():
     y = up(torch.randn(1, 4, 5, 5))
     assert y.shape == (1, 4, 10, 10)
     assert torch.equal(y[..., 0::2, 0::2], y[..., 1::2, 1::2]) and torch.equal(y[..., 0::2, 0::2], y[..., 0::2, 1::2])
+
+
+# -- reference-conditioned decoding ----------------------------------------------------------------
+def _ref_tokenizer() -> VisualTokenizer:
+    tok = make(reference=True)
+    with torch.no_grad():  # the injections start at zero; give them weight so the reference matters
+        for conv in tok.decoder.reference_in:
+            conv.weight.normal_(0, 0.2)
+    return tok
+
+
+def test_reference_tokenizer_needs_and_uses_its_reference():
+    tok = _ref_tokenizer()
+    x, ref = images(2, 32, seed=1), images(1, 32, seed=2)
+    ids = tok.encode(x)
+    assert tok.needs_reference and not make().needs_reference
+    with pytest.raises(InputError, match="reference"):
+        tok.decode(ids)
+    a = tok.decode(ids, reference=ref)
+    b = tok.decode(ids, reference=images(1, 32, seed=3))
+    assert a.shape == x.shape and not torch.allclose(a, b)
+
+
+def test_reference_features_broadcast_and_match_per_frame_references():
+    tok = _ref_tokenizer()
+    x, ref = images(3, 32, seed=1), images(1, 32, seed=2)
+    ids = tok.encode(x)
+    feats = tok.reference_features(ref)
+    once = tok.decode(ids, reference=feats)
+    per_frame = tok.decode(ids, reference=ref.expand(3, -1, -1, -1))
+    torch.testing.assert_close(once, per_frame)
+    with pytest.raises(InputError, match="references"):
+        tok.decode(ids, reference=images(2, 32))
+
+
+def test_reference_round_trip_and_logits_decode():
+    tok = _ref_tokenizer()
+    x, ref = images(2, 32, seed=1), images(1, 32, seed=2)
+    out = tok(x, ref)
+    torch.testing.assert_close(tok.decode(out.indices, clamp=False, reference=ref), out.recon)
+    onehot = torch.nn.functional.one_hot(out.indices, tok.codebook_size).float() * 50
+    torch.testing.assert_close(tok.decode_logits(onehot, mode="st", reference=ref), out.recon, atol=1e-4, rtol=1e-4)
+
+
+def test_reference_tokenizer_saves_and_loads(tmp_path):
+    tok = _ref_tokenizer()
+    save_tokenizer(tok, tok.config, tmp_path / "t")
+    back = load_tokenizer(tmp_path / "t")
+    x, ref = images(1, 32, seed=1), images(1, 32, seed=2)
+    torch.testing.assert_close(back.decode(back.encode(x), reference=ref), tok.decode(tok.encode(x), reference=ref))

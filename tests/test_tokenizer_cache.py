@@ -127,3 +127,30 @@ def test_token_cache_round_trip_and_resume(corpus):
     assert build_token_cache(other, cfg, splits=("val",)) != folder
     with pytest.raises(CheckpointError):
         cache.load("nope")
+
+
+def test_frame_dataset_references_come_from_the_same_clip():
+    import numpy as np
+
+    from avatarsync.tokenizers.data import FrameDataset, PreparedFrames
+
+    def clip(value: int, n: int) -> PreparedFrames:
+        crops = np.full((n, 8, 8, 3), value, np.uint8)
+        crops[:, 0, 0, 0] = np.arange(n)  # frame number in one pixel
+        return PreparedFrames(crops, np.zeros((n, 2, 3)), np.zeros((n, 4), np.int64))
+
+    frames = PreparedFrames.concat([clip(10, 3), clip(200, 4), clip(90, 1)], 8)
+    assert frames.clip_start.tolist() == [0, 0, 0, 3, 3, 3, 3, 7]
+    assert frames.clip_span(5) == (3, 7)
+    first = FrameDataset(frames, reference="first")
+    assert first.items.tolist() == [1, 2, 4, 5, 6, 7]  # clips' first frames are references, not items
+    for k in range(len(first)):
+        item = first[k]
+        assert item["reference"][0, 1, 1] == item["image"][0, 1, 1]  # same clip
+        assert item["reference"][0, 0, 0] == -1.0  # its first frame (frame number 0)
+    torch.manual_seed(0)
+    rand = FrameDataset(frames, reference="random", hflip=True)
+    for k in range(len(rand)):
+        item = rand[k]
+        assert item["reference"][1, 1, 1] == item["image"][1, 1, 1]
+    assert "reference" not in FrameDataset(frames)[0]

@@ -37,10 +37,11 @@ class FakeTokenizer(nn.Module):
     def _upsample(self, rgb: torch.Tensor) -> torch.Tensor:  # [B, h, w, 3] -> [B, 3, H, W]
         return F.interpolate(rgb.permute(0, 3, 1, 2), scale_factor=self.down, mode="nearest")
 
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+    def decode(self, indices: torch.Tensor, reference=None) -> torch.Tensor:  # colours need no reference
         return self._upsample(self.palette[indices.long()])
 
-    def decode_logits(self, logits: torch.Tensor, mode: str = "soft", temperature: float = 1.0) -> torch.Tensor:
+    def decode_logits(self, logits: torch.Tensor, mode: str = "soft", temperature: float = 1.0,
+                      reference=None) -> torch.Tensor:
         probs = torch.softmax(logits.float() / temperature, dim=-1)
         if mode == "st":
             hard = torch.zeros_like(probs).scatter_(-1, probs.argmax(-1, keepdim=True), 1.0)

@@ -320,16 +320,31 @@ class FKGTask:
             log.info("stage-2 loss backends: %s", self._pixel_losses.backends)
         return self._pixel_losses.to(device)
 
-    def _decode_logits(self, tok: nn.Module, logits: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    @staticmethod
+    def _reference(tok: nn.Module, batch: dict[str, Any], device: torch.device,
+                   rows: torch.Tensor | slice | None = None) -> torch.Tensor | None:
+        """Reference crops (``ref_pixels``, [-1, 1]) for a tokenizer that decodes against one, else None.
+
+        ``rows`` picks utterances (one reference per decoded frame when it indexes per keyframe)."""
+        if not getattr(tok, "needs_reference", False):
+            return None
+        if "ref_pixels" not in batch:
+            raise InputError("the tokenizer decodes against a reference image but the batch has no reference pixels",
+                             "rebuild the FKG token cache (it stores the reference crop of every clip)")
+        ref = batch["ref_pixels"] if rows is None else batch["ref_pixels"][rows]
+        return ref.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def _decode_logits(self, tok: nn.Module, logits: torch.Tensor, grid: tuple[int, int],
+                       reference: torch.Tensor | None = None) -> torch.Tensor:
         """Keyframe logits ``[k, h*w, sum(factors)]`` -> images through the tokenizer."""
         factors, mode = self.vocab.factors, self.cfg.loss.decode_mode
         lg = logits.reshape(logits.shape[0], *grid, -1)
         if len(factors) == 1:
-            return tok.decode_logits(lg, mode=mode)
+            return tok.decode_logits(lg, mode=mode, reference=reference)
         if getattr(tok, "factors", 1) == len(factors) and getattr(tok, "factor_size", None) == factors[0] \
                 and len(set(factors)) == 1:
-            return tok.decode_logits(digit_logits(lg, factors), mode=mode)
-        return tok.decode_logits(code_log_probs(lg, factors, self.vocab.codebook_size), mode=mode)
+            return tok.decode_logits(digit_logits(lg, factors), mode=mode, reference=reference)
+        return tok.decode_logits(code_log_probs(lg, factors, self.vocab.codebook_size), mode=mode, reference=reference)
 
     def _pixel_terms(self, logits: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         grid = tuple(int(x) for x in batch["grid"])
@@ -341,11 +356,13 @@ class FKGTask:
         tok = self.tokenizer(logits.device)
         if tok is None:
             raise InputError("stage 2 needs the visual tokenizer", "set data.tokenizer in the fkg recipe")
-        gen = self._decode_logits(tok, per_frame[idx], grid)
+        utterance = torch.repeat_interleave(torch.arange(len(batch["n_units"])), batch["n_units"].cpu())
+        ref = self._reference(tok, batch, logits.device, utterance[idx.cpu()])
+        gen = self._decode_logits(tok, per_frame[idx], grid, ref)
         if "key_pixels" in batch:
             real = batch["key_pixels"].to(logits.device)[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         else:
-            real = tok.decode(self._frame_codes(batch).reshape(-1, *grid)[idx].to(logits.device))
+            real = tok.decode(self._frame_codes(batch).reshape(-1, *grid)[idx].to(logits.device), reference=ref)
         return self.pixel_losses(logits.device)(gen, real.to(gen.dtype))
 
     def _frame_codes(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -398,11 +415,12 @@ class FKGTask:
                 if tok is None:
                     continue
                 dev = res.codes.device
-                gen = to_unit(tok.decode(res.codes)).cpu()
+                reference = self._reference(tok, batch, dev, slice(b, b + 1))
+                gen = to_unit(tok.decode(res.codes, reference=reference)).cpu()
                 real = (to_unit(batch["key_pixels"][rows].cpu()) if "key_pixels" in batch
-                        else to_unit(tok.decode(gt)).cpu())
+                        else to_unit(tok.decode(gt, reference=reference)).cpu())
                 ref = (to_unit(batch["ref_pixels"][b:b + 1].cpu()) if "ref_pixels" in batch
-                       else to_unit(tok.decode(part["ref_codes"][None].to(dev))).cpu())
+                       else to_unit(tok.decode(part["ref_codes"][None].to(dev), reference=reference)).cpu())
                 still = ref.expand_as(real)
                 add("kf_psnr", psnr(gen, real).numpy())
                 add("kf_ssim", ssim(gen, real).numpy())

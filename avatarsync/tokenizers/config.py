@@ -47,6 +47,9 @@ class TokenizerConfig:
     num_res_blocks: int | None = None  # residual blocks per level
     downsample: Literal[8, 16] = 8  # image side / token grid side
     adaptive_norm: bool = True  # MAGVIT-2 decoder: adaptive group norm conditioned on the codes
+    # Decode relative to a reference image of the same face (the portrait at inference): a reference
+    # encoder feeds the decoder at every resolution, so tokens need only carry what changes.
+    reference: bool = False
     norm_groups: int = 32  # GroupNorm groups at most (0 = no normalisation)
     norm_min_channels: int = 4  # fewer groups where a layer is narrow (1 = exactly norm_groups, as Open-MAGVIT2)
     quantizer: Literal["lfq", "vq"] = "lfq"

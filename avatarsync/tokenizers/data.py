@@ -47,16 +47,32 @@ class PreparedFrames:
     crops: np.ndarray  # (N, S, S, 3) uint8
     matrices: np.ndarray  # (N, 2, 3) frame -> crop
     mouth_boxes: np.ndarray  # (N, 4) int (x0, y0, x1, y1) in crop pixels
+    clip_start: np.ndarray | None = None  # (N,) index of the first prepared frame of each frame's clip
+
+    def __post_init__(self) -> None:
+        if self.clip_start is None:  # one clip
+            self.clip_start = np.zeros(len(self.crops), np.int64)
 
     def __len__(self) -> int:
         return len(self.crops)
 
+    def clip_span(self, i: int) -> tuple[int, int]:
+        """[start, end) of the prepared frames of frame ``i``'s clip."""
+        start = int(self.clip_start[i])
+        end = start + 1
+        while end < len(self.crops) and self.clip_start[end] == start:
+            end += 1
+        return start, end
+
     @staticmethod
     def concat(parts: list["PreparedFrames"], size: int) -> "PreparedFrames":
+        """One set from several clips (each part is one clip, or already a concatenation)."""
         if not parts:
             return PreparedFrames(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2, 3)), np.zeros((0, 4), np.int64))
+        offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
         return PreparedFrames(np.concatenate([p.crops for p in parts]), np.concatenate([p.matrices for p in parts]),
-                              np.concatenate([p.mouth_boxes for p in parts]))
+                              np.concatenate([p.mouth_boxes for p in parts]),
+                              np.concatenate([p.clip_start + o for p, o in zip(parts, offsets)]))
 
 
 def mouth_box(points: np.ndarray, size: int, margin: float = 0.3) -> np.ndarray:
@@ -172,28 +188,52 @@ def to_tensor(crops: np.ndarray) -> torch.Tensor:
 
 
 class FrameDataset(Dataset):
-    """Items ``{"image": [3, S, S] in [-1, 1], "mouth_box": [4] long}``; optional random flips."""
+    """Items ``{"image": [3, S, S] in [-1, 1], "mouth_box": [4] long}``; optional random flips.
 
-    def __init__(self, frames: PreparedFrames, hflip: bool = False, crop: int = 0) -> None:
+    ``reference`` adds ``"reference"``, another frame of the same clip: ``random`` (training: any
+    frame of the clip, itself included) or ``first`` (evaluation: the clip's first frame, as the
+    portrait is at inference; the first frames themselves are then left out of the items).
+    """
+
+    def __init__(self, frames: PreparedFrames, hflip: bool = False, crop: int = 0,
+                 reference: Literal["none", "random", "first"] = "none") -> None:
         self.frames = frames
         self.hflip = hflip
         self.crop = crop
+        self.reference = reference
+        idx = np.arange(len(frames))
+        if reference == "first":
+            multi = np.array([frames.clip_span(i)[1] - frames.clip_span(i)[0] > 1 for i in idx], dtype=bool)
+            idx = idx[(idx != frames.clip_start) | ~multi]
+        self.items = idx
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.items)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        i = int(self.items[k])
         img = to_tensor(self.frames.crops[i : i + 1])[0]
         box = torch.from_numpy(self.frames.mouth_boxes[i].copy()).long()
+        ref = None
+        if self.reference == "first":
+            ref = to_tensor(self.frames.crops[int(self.frames.clip_start[i])][None])[0]
+        elif self.reference == "random":
+            start, end = self.frames.clip_span(i)
+            ref = to_tensor(self.frames.crops[int(torch.randint(start, end, ()))][None])[0]
         if self.hflip and bool(torch.rand(()) < 0.5):
             size = img.shape[-1]
             img = img.flip(-1)
+            ref = None if ref is None else ref.flip(-1)
             box = torch.stack([size - box[2], box[1], size - box[0], box[3]])
         if 0 < self.crop < img.shape[-1]:
             y0, x0 = (int(v) for v in torch.randint(0, img.shape[-1] - self.crop + 1, (2,)))
             img = img[:, y0 : y0 + self.crop, x0 : x0 + self.crop]
+            ref = None if ref is None else ref[:, y0 : y0 + self.crop, x0 : x0 + self.crop]
             box = (box - torch.tensor([x0, y0, x0, y0])).clamp(0, self.crop)  # may become empty
-        return {"image": img, "mouth_box": box}
+        item = {"image": img, "mouth_box": box}
+        if ref is not None:
+            item["reference"] = ref
+        return item
 
 
 def collate_frames(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

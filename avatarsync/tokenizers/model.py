@@ -5,6 +5,13 @@ blocks, GroupNorm + SiLU + 1x1 conv to the latent. Decoder: stem conv,
 middle blocks, per level (from coarse to fine) an optional adaptive group
 norm conditioned on the codes' per-channel mean and spread, residual blocks,
 then a conv + depth-to-space upsampler; GroupNorm + SiLU + conv to RGB.
+
+Reference conditioning (``TokenizerConfig.reference``): a ``ReferenceEncoder``
+turns a reference image of the same face (at inference, the portrait) into
+features at every decoder resolution; each decoder level adds a zero-initialised
+1x1 projection of them before its blocks. The decoder then takes what does not
+change (hair, background, skin texture) from the reference, and the tokens are
+left to carry what does (mouth, eyes, pose).
 """
 
 from __future__ import annotations
@@ -144,6 +151,28 @@ class DecoderLevel(nn.Module):
         return self.up(x) if self.up is not None else x
 
 
+class ReferenceEncoder(nn.Module):
+    """Reference image -> features at the decoder's resolutions, coarse to fine (one per decoder level)."""
+
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        ch, mult, g = cfg.channels, cfg.channel_mult, (cfg.norm_groups, cfg.norm_min_channels)
+        widths = [ch * m for m in mult]
+        self.stem = nn.Conv2d(3, widths[0], 3, padding=1)
+        self.blocks = nn.ModuleList([ResBlock(widths[max(i - 1, 0)], w, g) for i, w in enumerate(widths)])
+        self.down = nn.ModuleList([nn.Conv2d(w, w, 3, stride=2, padding=1) for w in widths[:-1]])
+
+    def forward(self, reference: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(reference)
+        feats = []
+        for i, block in enumerate(self.blocks):
+            if i > 0:
+                x = self.down[i - 1](x)
+            x = block(x)
+            feats.append(x)
+        return feats[::-1]
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
@@ -160,11 +189,22 @@ class Decoder(nn.Module):
         self.levels = nn.ModuleList(levels)
         self.head_norm = group_norm(cin, g)
         self.head = nn.Conv2d(cin, 3, 3, padding=1)
+        self.reference_in: nn.ModuleList | None = None
+        if cfg.reference:
+            ref_widths = [ch * m for m in reversed(mult)]  # ReferenceEncoder output widths, coarse to fine
+            level_in = [widths[0]] + widths[:-1]  # each level's input width
+            self.reference_in = nn.ModuleList([nn.Conv2d(r, c, 1) for r, c in zip(ref_widths, level_in)])
+            for conv in self.reference_in:
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+    def forward(self, codes: torch.Tensor, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``reference``: ``ReferenceEncoder`` features (batch 1 or the codes' batch) when the decoder has them."""
         x = self.stem(codes)
         for b in self.mid:
             x = b(x)
-        for lvl in self.levels:
+        for i, lvl in enumerate(self.levels):
+            if self.reference_in is not None and reference is not None:
+                x = x + self.reference_in[i](reference[i])
             x = lvl(x, codes)
         return self.head(F.silu(self.head_norm(x)))

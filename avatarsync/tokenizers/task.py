@@ -5,7 +5,11 @@ Held-out metrics (``evaluate``): ``psnr`` and ``mouth_psnr`` (dB, images in
 entropy of the code histogram over all evaluated tokens), ``codebook_usage``
 (fraction of the codebook seen; bounded by tokens / codebook size) and
 ``codes_used``; with token factorization also ``factor_usage`` and
-``factor_perplexity`` (mean over sub-codebooks).
+``factor_perplexity`` (mean over sub-codebooks). A reference-conditioned
+tokenizer (``model.reference``) is evaluated on every frame but each clip's
+first, decoded against that first frame (the portrait's role at inference);
+``still_psnr`` / ``still_mouth_psnr`` score the reference frame itself as the
+reconstruction, the baseline the tokens must beat.
 """
 
 from __future__ import annotations
@@ -98,10 +102,11 @@ class TokenizerTask:
         return self._frames[which]
 
     def train_dataset(self) -> FrameDataset:
-        return FrameDataset(self._split("train"), hflip=self.cfg.data.hflip, crop=self.cfg.data.train_crop)
+        return FrameDataset(self._split("train"), hflip=self.cfg.data.hflip, crop=self.cfg.data.train_crop,
+                            reference="random" if self.cfg.model.reference else "none")
 
     def val_dataset(self) -> FrameDataset:
-        return FrameDataset(self._split("val"), hflip=False)
+        return FrameDataset(self._split("val"), hflip=False, reference="first" if self.cfg.model.reference else "none")
 
     def collate(self, items: list[Any]) -> dict[str, torch.Tensor]:
         return collate_frames(items)
@@ -119,7 +124,7 @@ class TokenizerTask:
         tok = unwrap_tokenizer(wrapper)
         w = tok.config.loss
         x = batch["image"]
-        out = tok(x)
+        out = tok(x, batch.get("reference"))
         rec = out.recon.float()
         diff = rec - x.float()
         l1, l2 = diff.abs().mean(), (diff ** 2).mean()
@@ -156,14 +161,20 @@ class TokenizerTask:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         tok = unwrap_tokenizer(model)
-        p_all, pm_all, l1_all, ids = [], [], [], []
+        p_all, pm_all, l1_all, ids, still, still_m = [], [], [], [], [], []
         for b in batches:
             x = b["image"].float()
+            ref = b.get("reference")
             idx = tok.encode(x)
-            rec = tok.decode(idx).float()
+            rec = tok.decode(idx, reference=ref).float()
             p_all.append(psnr(rec, x))
+            if ref is not None:
+                still.append(psnr(ref.float(), x))
             if "mouth_box" in b:
-                pm_all.append(psnr(rec, x, box_mask(b["mouth_box"], x.shape[-2], x.shape[-1])))
+                mask = box_mask(b["mouth_box"], x.shape[-2], x.shape[-1])
+                pm_all.append(psnr(rec, x, mask))
+                if ref is not None:
+                    still_m.append(psnr(ref.float(), x, mask))
             l1_all.append((rec - x).abs().flatten(1).mean(1))
             ids.append(idx.reshape(-1).cpu())
         if not ids:
@@ -174,6 +185,10 @@ class TokenizerTask:
                "codebook_perplexity": stats["perplexity"], "codebook_usage": stats["usage"], "codes_used": stats["used"]}
         if pm_all:
             res["mouth_psnr"] = float(torch.cat(pm_all).mean())
+        if still:
+            res["still_psnr"] = float(torch.cat(still).mean())
+        if still_m:
+            res["still_mouth_psnr"] = float(torch.cat(still_m).mean())
         if tok.factors > 1:
             sub = tok.quantizer.split(allids)
             fs = [codebook_stats(sub[:, f], tok.factor_size) for f in range(tok.factors)]

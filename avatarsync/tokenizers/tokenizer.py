@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 from torch import nn
 
 from ..errors import InputError
 from .config import TokenizerConfig
-from .model import Decoder, Encoder
+from .model import Decoder, Encoder, ReferenceEncoder
 from .quantizers import LFQuantizer, VQuantizer, soft_or_straight
+
+
+# A reference for decoding: images [1 or B, 3, H, W] in [-1, 1], or their ``reference_features``.
+Reference = Union[torch.Tensor, list[torch.Tensor], None]
 
 
 @dataclass
@@ -36,6 +40,7 @@ class VisualTokenizer(nn.Module):
         self.encoder = Encoder(self.config)
         self.quantizer = build_quantizer(self.config)
         self.decoder = Decoder(self.config)
+        self.reference_encoder = ReferenceEncoder(self.config) if self.config.reference else None
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -53,6 +58,11 @@ class VisualTokenizer(nn.Module):
         return self.quantizer.factor_size
 
     @property
+    def needs_reference(self) -> bool:
+        """Whether decoding takes a reference image of the face (``TokenizerConfig.reference``)."""
+        return self.reference_encoder is not None
+
+    @property
     def downsample(self) -> int:
         return self.config.downsample
 
@@ -68,11 +78,33 @@ class VisualTokenizer(nn.Module):
             raise InputError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
         self.grid_size(tuple(images.shape[-2:]))
 
+    # -- reference ---------------------------------------------------------------------------
+    def reference_features(self, reference: torch.Tensor) -> list[torch.Tensor] | None:
+        """Decoder features of reference images ``[B, 3, H, W]``; compute once, decode many frames."""
+        if self.reference_encoder is None:
+            return None
+        self._check(reference)
+        return self.reference_encoder(reference.to(next(self.parameters()).dtype))
+
+    def _reference(self, reference: Reference, batch: int) -> list[torch.Tensor] | None:
+        if self.reference_encoder is None:
+            return None
+        if reference is None:
+            raise InputError("this tokenizer decodes relative to a reference image of the face, and none was given",
+                             "pass reference= (the portrait crop, or its reference_features)")
+        feats = self.reference_features(reference) if isinstance(reference, torch.Tensor) else reference
+        if feats[0].shape[0] == batch:
+            return feats
+        if feats[0].shape[0] != 1:
+            raise InputError(f"{feats[0].shape[0]} references for {batch} frames", "pass one reference, or one per frame")
+        return [f.expand(batch, *f.shape[1:]) for f in feats]
+
     # -- training forward --------------------------------------------------------------------
-    def forward(self, images: torch.Tensor) -> TokenizerOutput:
+    def forward(self, images: torch.Tensor, reference: Reference = None) -> TokenizerOutput:
         self._check(images)
         q = self.quantizer(self.encoder(images))
-        return TokenizerOutput(self.decoder(q.codes), q.indices, q.losses)
+        recon = self.decoder(q.codes, self._reference(reference, images.shape[0]))
+        return TokenizerOutput(recon, q.indices, q.losses)
 
     # -- inference ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -91,17 +123,17 @@ class VisualTokenizer(nn.Module):
         """``[B, h, w]`` ids (or ``[B, h, w, F]`` sub-ids) -> quantized latent ``[B, C, h, w]``."""
         return self.quantizer.indices_to_codes(indices.to(next(self.parameters()).device))
 
-    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Quantized latent -> images (not clamped)."""
-        return self.decoder(codes)
+    def decode_codes(self, codes: torch.Tensor, reference: Reference = None) -> torch.Tensor:
+        """Quantized latent -> images (not clamped). ``reference``: see ``needs_reference``."""
+        return self.decoder(codes, self._reference(reference, codes.shape[0]))
 
-    def decode(self, indices: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    def decode(self, indices: torch.Tensor, clamp: bool = True, reference: Reference = None) -> torch.Tensor:
         """Token ids -> images ``[B, 3, H, W]`` in [-1, 1]."""
-        out = self.decode_codes(self.indices_to_codes(indices).to(next(self.parameters()).dtype))
+        out = self.decode_codes(self.indices_to_codes(indices).to(next(self.parameters()).dtype), reference)
         return out.clamp(-1, 1) if clamp else out
 
     def decode_logits(self, logits: torch.Tensor | Sequence[torch.Tensor], mode: str = "soft",
-                      temperature: float = 1.0) -> torch.Tensor:
+                      temperature: float = 1.0, reference: Reference = None) -> torch.Tensor:
         """Differentiable decode from token logits (not clamped).
 
         ``logits``: ``[B, h, w, V]`` over full ids; with factorization also
@@ -114,4 +146,4 @@ class VisualTokenizer(nn.Module):
         else:
             weights = soft_or_straight(logits, mode, temperature)
         codes = self.quantizer.codes_from_weights(weights)
-        return self.decode_codes(codes.to(next(self.parameters()).dtype))
+        return self.decode_codes(codes.to(next(self.parameters()).dtype), reference)
