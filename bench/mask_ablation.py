@@ -4,6 +4,8 @@
     python bench/mask_ablation.py --config recipes/fkg_small.yaml train.steps=2000
     # evaluate models trained earlier (OUT/<variant>/final)
     python bench/mask_ablation.py --config recipes/fkg_small.yaml --eval-only
+    # evaluate one trained model (e.g. the bundled default) on the held-out split, no training
+    python bench/mask_ablation.py --config recipes/fkg_default.yaml --model runs/fkg/final
     # seconds-long check of the script itself on toy data with a fake tokenizer
     python bench/mask_ablation.py --smoke
 
@@ -62,6 +64,12 @@ def run_recipe(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     from avatarsync.train.registry import load_recipe
 
     rows = {}
+    if args.model:
+        task_cfg, train_cfg = load_recipe("fkg", args.config, [*args.overrides, f"data.val_split={args.split}",
+                                                              f"eval.max_utterances={args.max_utterances}"])
+        device = resolve_device(train_cfg.device)
+        rows[task_cfg.mask] = evaluate_split(FKGTask(task_cfg), load_fkg(args.model, device), device)
+        return rows
     for variant in args.variants:
         overrides = [*args.overrides, f"mask={variant}", f"train.out_dir={Path(args.out) / variant}",
                      f"data.val_split={args.split}", f"eval.max_utterances={args.max_utterances}"]
@@ -125,6 +133,7 @@ def main() -> None:
     p.add_argument("--split", default="test", choices=["val", "test"], help="held-out split to evaluate")
     p.add_argument("--max-utterances", type=int, default=32, help="utterances decoded per variant")
     p.add_argument("--eval-only", action="store_true", help="evaluate OUT/<variant>/final without training")
+    p.add_argument("--model", help="evaluate this one trained FKG folder (the recipe's mask), no training")
     p.add_argument("--smoke", action="store_true", help="toy data + fake tokenizer, a few seconds")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()

@@ -34,6 +34,8 @@ def main() -> None:
     p.add_argument("--checkpoint", help="tokenizer folder (config.yaml + model.safetensors)")
     p.add_argument("--size", default="small", choices=["tiny", "small", "base"], help="preset when no checkpoint")
     p.add_argument("--bits", type=int, default=14, help="codebook bits when no checkpoint")
+    p.add_argument("--reference", action="store_true",
+                   help="reference-conditioned decoder when no checkpoint (the default recipe's layout)")
     p.add_argument("--image", type=int, default=128, help="image side in pixels")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes to time")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
@@ -47,7 +49,8 @@ def main() -> None:
         name = args.checkpoint
     else:
         torch.manual_seed(0)
-        tok = VisualTokenizer(TokenizerConfig(size=args.size, codebook_bits=args.bits)).to(args.device).eval()
+        tok = VisualTokenizer(TokenizerConfig(size=args.size, codebook_bits=args.bits,
+                                                  reference=args.reference)).to(args.device).eval()
         name = f"{args.size} (random weights)"
     params = sum(t.numel() for t in tok.parameters()) / 1e6
     h, w = tok.grid_size(args.image)
@@ -56,11 +59,17 @@ def main() -> None:
     print(f"{'batch':>5} | {'encode ms/frame':>15} | {'decode ms/frame':>15} | {'round trip fps':>14}")
     print("-" * 60)
     with torch.inference_mode():
+        ref = None
+        if tok.needs_reference:  # computed once per portrait, as the pipeline does
+            portrait = torch.rand(1, 3, args.image, args.image, device=args.device) * 2 - 1
+            ref_ms = time_ms(lambda: tok.reference_features(portrait), args.repeats)
+            ref = tok.reference_features(portrait)
+            print(f"reference features (once per portrait): {ref_ms:.1f} ms")
         for b in args.batch:
             x = torch.rand(b, 3, args.image, args.image, device=args.device) * 2 - 1
             ids = tok.encode(x)
             enc = time_ms(lambda: tok.encode(x), args.repeats) / b
-            dec = time_ms(lambda: tok.decode(ids), args.repeats) / b
+            dec = time_ms(lambda: tok.decode(ids, reference=ref), args.repeats) / b
             print(f"{b:>5} | {enc:>15.1f} | {dec:>15.1f} | {1000 / (enc + dec):>14.1f}")
 
 

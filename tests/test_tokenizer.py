@@ -228,10 +228,29 @@ def test_upsampler_starts_as_nearest_neighbour():
 # -- reference-conditioned decoding ----------------------------------------------------------------
 def _ref_tokenizer() -> VisualTokenizer:
     tok = make(reference=True)
-    with torch.no_grad():  # the injections start at zero; give them weight so the reference matters
-        for conv in tok.decoder.reference_in:
-            conv.weight.normal_(0, 0.2)
+    with torch.no_grad():  # flows and injections start at zero; give them weight so they matter
+        for fusion in tok.decoder.reference_in:
+            fusion.proj.weight.normal_(0, 0.2)
+            fusion.flow.weight.normal_(0, 0.05)
+        tok.decoder.head.weight.normal_(0, 0.05)
+        tok.decoder.output_flow.weight.normal_(0, 0.05)
     return tok
+
+
+def test_untrained_reference_decoder_returns_the_reference():
+    tok = make(reference=True)
+    x, ref = images(2, 32, seed=1), images(1, 32, seed=2)
+    torch.testing.assert_close(tok.decode(tok.encode(x), clamp=False, reference=ref), ref.expand(2, -1, -1, -1))
+
+
+def test_warp_by_zero_flow_is_identity_and_whole_pixel_flow_shifts():
+    from avatarsync.tokenizers.model import warp
+
+    f = torch.arange(2 * 5 * 6, dtype=torch.float32).reshape(1, 2, 5, 6)
+    torch.testing.assert_close(warp(f, torch.zeros(1, 2, 5, 6)), f)
+    right = torch.zeros(1, 2, 5, 6)
+    right[:, 0] = 1.0  # sample one pixel to the right
+    torch.testing.assert_close(warp(f, right)[..., :-1], f[..., 1:])
 
 
 def test_reference_tokenizer_needs_and_uses_its_reference():

@@ -174,9 +174,24 @@ class FKGTask:
             return Path(d.corpus) / "fkg_token_cache"
         raise InputError("the fkg recipe names no data", "set data.corpus (and data.tokenizer) or data.token_cache")
 
+    def _stale_cache(self, cache: Path) -> bool:
+        """Whether an existing cache was built by another tokenizer than data.tokenizer (then rebuild it)."""
+        if not (cache / "index.json").is_file() or not self.cfg.data.tokenizer:
+            return False
+        built_by = json.loads((cache / "index.json").read_text(encoding="utf-8")).get("tokenizer_fingerprint")
+        if built_by is None:
+            return False
+        from ..tokenizers import tokenizer_fingerprint
+
+        current = tokenizer_fingerprint(self.tokenizer())
+        if built_by != current:
+            log.warning("token cache %s was built by tokenizer %s, not %s: rebuilding it", cache, built_by, current)
+            return True
+        return False
+
     def _ensure_cache(self) -> Path:
         cache = self._cache_dir()
-        if not (cache / "index.json").is_file():
+        if not (cache / "index.json").is_file() or self._stale_cache(cache):
             d = self.cfg.data
             if not d.corpus or (not d.tokenizer and self._tokenizer is None):
                 raise InputError(f"token cache {cache} does not exist and cannot be built",

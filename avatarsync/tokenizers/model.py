@@ -8,10 +8,13 @@ then a conv + depth-to-space upsampler; GroupNorm + SiLU + conv to RGB.
 
 Reference conditioning (``TokenizerConfig.reference``): a ``ReferenceEncoder``
 turns a reference image of the same face (at inference, the portrait) into
-features at every decoder resolution; each decoder level adds a zero-initialised
-1x1 projection of them before its blocks. The decoder then takes what does not
-change (hair, background, skin texture) from the reference, and the tokens are
-left to carry what does (mouth, eyes, pose).
+features at every decoder resolution. Each decoder level predicts a flow field
+from its activations, warps the reference features with it and adds a 1x1
+projection of them before its blocks; the output is the reference image warped
+by a last flow plus the decoder's correction. Flows and projections start at
+zero, so an untrained decoder returns the reference itself. The decoder takes
+what does not change (hair, background, skin texture) from the reference, and
+the tokens are left to carry what does (mouth, eyes, pose).
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ class ReferenceEncoder(nn.Module):
         self.down = nn.ModuleList([nn.Conv2d(w, w, 3, stride=2, padding=1) for w in widths[:-1]])
 
     def forward(self, reference: torch.Tensor) -> list[torch.Tensor]:
+        """Features coarse to fine (one per decoder level), then the reference image itself."""
         x = self.stem(reference)
         feats = []
         for i, block in enumerate(self.blocks):
@@ -170,7 +174,36 @@ class ReferenceEncoder(nn.Module):
                 x = self.down[i - 1](x)
             x = block(x)
             feats.append(x)
-        return feats[::-1]
+        return [*feats[::-1], reference]
+
+
+def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Sample ``features`` [B, C, H, W] at each pixel plus ``flow`` [B, 2, H, W] (x, y offsets in pixels)."""
+    b, _, h, w = flow.shape
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=flow.device, dtype=flow.dtype)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=flow.device, dtype=flow.dtype)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # [H, W, 2] as (x, y)
+    scale = torch.tensor([2.0 / w, 2.0 / h], device=flow.device, dtype=flow.dtype)
+    grid = base + flow.permute(0, 2, 3, 1) * scale
+    if features.shape[0] != b:
+        features = features.expand(b, *features.shape[1:])
+    return F.grid_sample(features, grid.to(features.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=False)
+
+
+class ReferenceFusion(nn.Module):
+    """Warp reference features by a flow predicted from the decoder's activations, then add them (1x1)."""
+
+    def __init__(self, channels: int, ref_channels: int) -> None:
+        super().__init__()
+        self.flow = nn.Conv2d(channels, 2, 3, padding=1)
+        self.proj = nn.Conv2d(ref_channels, channels, 1)
+        for conv in (self.flow, self.proj):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(warp(reference, self.flow(x)))
 
 
 class Decoder(nn.Module):
@@ -190,21 +223,27 @@ class Decoder(nn.Module):
         self.head_norm = group_norm(cin, g)
         self.head = nn.Conv2d(cin, 3, 3, padding=1)
         self.reference_in: nn.ModuleList | None = None
+        self.output_flow: nn.Conv2d | None = None
         if cfg.reference:
             ref_widths = [ch * m for m in reversed(mult)]  # ReferenceEncoder output widths, coarse to fine
             level_in = [widths[0]] + widths[:-1]  # each level's input width
-            self.reference_in = nn.ModuleList([nn.Conv2d(r, c, 1) for r, c in zip(ref_widths, level_in)])
-            for conv in self.reference_in:
+            self.reference_in = nn.ModuleList([ReferenceFusion(c, r) for r, c in zip(ref_widths, level_in)])
+            self.output_flow = nn.Conv2d(cin, 2, 3, padding=1)
+            for conv in (self.output_flow, self.head):  # start as the reference image itself
                 nn.init.zeros_(conv.weight)
                 nn.init.zeros_(conv.bias)
 
     def forward(self, codes: torch.Tensor, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """``reference``: ``ReferenceEncoder`` features (batch 1 or the codes' batch) when the decoder has them."""
+        """``reference``: ``ReferenceEncoder`` features (batch 1 or the codes' batch, the image last) when the
+        decoder was built with ``reference``."""
         x = self.stem(codes)
         for b in self.mid:
             x = b(x)
         for i, lvl in enumerate(self.levels):
             if self.reference_in is not None and reference is not None:
-                x = x + self.reference_in[i](reference[i])
+                x = self.reference_in[i](x, reference[i])
             x = lvl(x, codes)
-        return self.head(F.silu(self.head_norm(x)))
+        out = self.head(F.silu(self.head_norm(x)))
+        if self.output_flow is not None and reference is not None:
+            out = out + warp(reference[-1], self.output_flow(x))
+        return out
