@@ -187,7 +187,8 @@ class Pipeline:
         ``track`` must hold no zero-length units (``speak`` removes them with ``_positive_units``)."""
         from .fkg.generate import SamplingConfig, generate_keyframes, track_ids
 
-        ref = self.tokenizer.encode(_to_tensor(ref_crop[None], self.device))[0]
+        portrait = _to_tensor(ref_crop[None], self.device)
+        ref = self.tokenizer.encode(portrait, reference=portrait if self.tokenizer.config.reference_encoder else None)[0]
         unit_ids, dur_ids = track_ids(self.fkg.vocab, track.units, self.info.unit_key)
         result = generate_keyframes(self.fkg, ref, unit_ids.to(self.device), dur_ids.to(self.device),
                                     SamplingConfig(temperature=temperature, top_k=top_k, seed=seed))

@@ -36,7 +36,7 @@ def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codeboo
     torch.manual_seed(seed)
     parts = Path(out) / "parts"
     tcfg = TokenizerConfig(size=tokenizer_size, codebook_bits=codebook_bits, factors=2 if codebook_bits >= 12 else 1,
-                           reference=reference)
+                           reference=reference, reference_encoder=reference)
     tok = VisualTokenizer(tcfg)
     save_tokenizer(tok, tcfg, parts / "tokenizer")
     fkg = FKGModel(FKGVocab(units=list(VISEME_NAMES), codebook_size=tok.codebook_size), size=fkg_size)

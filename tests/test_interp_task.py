@@ -156,3 +156,12 @@ def test_channel_mismatch_is_a_clear_error(corpus):
     with pytest.raises(Exception, match="latent_channels"):
         InterpTask(cfg).build_model()
     assert LatentCache(InterpTask(_cfg(corpus)).cache().folder).channels == 48
+
+
+def test_reference_tokenizer_is_refused_as_an_interpolation_codec():
+    from avatarsync.errors import InputError
+    from avatarsync.interpolation.codec import TokenizerCodec
+    from avatarsync.tokenizers import TokenizerConfig, VisualTokenizer
+
+    with pytest.raises(InputError, match="space_to_depth"):
+        TokenizerCodec(VisualTokenizer(TokenizerConfig(size="tiny", codebook_bits=10, reference=True)))

@@ -237,10 +237,12 @@ def _ref_tokenizer() -> VisualTokenizer:
     return tok
 
 
-def test_untrained_reference_decoder_returns_the_reference():
-    tok = make(reference=True)
-    x, ref = images(2, 32, seed=1), images(1, 32, seed=2)
-    torch.testing.assert_close(tok.decode(tok.encode(x), clamp=False, reference=ref), ref.expand(2, -1, -1, -1))
+def test_untrained_reference_decoder_adds_its_output_to_the_unwarped_reference():
+    tok = make(reference=True)  # flows and feature projections start at zero
+    x, r1, r2 = images(2, 32, seed=1), images(1, 32, seed=2), images(1, 32, seed=3)
+    ids = tok.encode(x)
+    torch.testing.assert_close(tok.decode(ids, clamp=False, reference=r1) - r1,
+                               tok.decode(ids, clamp=False, reference=r2) - r2)
 
 
 def test_warp_by_zero_flow_is_identity_and_whole_pixel_flow_shifts():
@@ -292,3 +294,31 @@ def test_reference_tokenizer_saves_and_loads(tmp_path):
     back = load_tokenizer(tmp_path / "t")
     x, ref = images(1, 32, seed=1), images(1, 32, seed=2)
     torch.testing.assert_close(back.decode(back.encode(x), reference=ref), tok.decode(tok.encode(x), reference=ref))
+
+
+def test_reference_encoder_codes_depend_on_the_reference_and_need_it():
+    tok = make(reference=True, reference_encoder=True)
+    x = images(2, 32, seed=1)
+    with pytest.raises(InputError, match="reference"):
+        tok.encode(x)
+    a = tok.encode(x, reference=images(1, 32, seed=2))
+    b = tok.encode(x, reference=images(1, 32, seed=3))
+    assert a.shape == (2, 4, 4) and not torch.equal(a, b)
+    ref = images(1, 32, seed=2)
+    out = tok(x, ref)
+    torch.testing.assert_close(tok.decode(tok.encode(x, reference=ref), clamp=False, reference=ref), out.recon)
+    with pytest.raises(InputError, match="reference: true"):
+        TokenizerConfig(size="tiny", reference_encoder=True).resolved()
+
+
+def test_token_cache_encodes_against_the_first_frame():
+    import numpy as np
+
+    from avatarsync.tokenizers.cache import encode_frames
+    from avatarsync.tokenizers.data import to_tensor
+
+    tok = make(reference=True, reference_encoder=True)
+    crops = (np.random.default_rng(0).random((3, 32, 32, 3)) * 255).astype(np.uint8)
+    got = encode_frames(tok, crops, batch_size=2)
+    want = tok.encode(to_tensor(crops), reference=to_tensor(crops[:1])).numpy()
+    np.testing.assert_array_equal(got, want)

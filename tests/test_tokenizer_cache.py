@@ -154,3 +154,25 @@ def test_frame_dataset_references_come_from_the_same_clip():
         item = rand[k]
         assert item["reference"][1, 1, 1] == item["image"][1, 1, 1]
     assert "reference" not in FrameDataset(frames)[0]
+
+
+def test_stable_alignment_cancels_head_motion_on_the_eyes():
+    import numpy as np
+
+    from avatarsync.faces.align import transform_points
+    from avatarsync.faces.landmarks import FaceLandmarks
+    from avatarsync.tokenizers.data import TokenizerDataConfig, prepare_frames
+
+    def face(shift: float, mouth_drop: float) -> FaceLandmarks:
+        le, re = np.array([40.0 + shift, 50.0]), np.array([80.0 + shift, 50.0])
+        ml, mr = np.array([45.0 + shift, 90.0 + mouth_drop]), np.array([75.0 + shift, 90.0 + mouth_drop])
+        return FaceLandmarks(le, re, ml, mr, np.array([60.0 + shift, 70.0]), (20.0, 20.0, 100.0, 110.0),
+                             mouth=np.stack([ml, mr]))
+
+    faces = [face(0, 0), face(6, 5)]  # the head moved 6 px right and the jaw dropped 5 px
+    frames = np.zeros((2, 120, 120, 3), np.uint8)
+    for mode in ("clip", "stable"):
+        prep = prepare_frames(frames, faces, TokenizerDataConfig(crop_size=64, align=mode))
+        eyes = [transform_points(np.stack([f.left_eye, f.right_eye]), m) for f, m in zip(faces, prep.matrices)]
+        moved = float(np.abs(eyes[1] - eyes[0]).max())
+        assert (moved < 1e-6) if mode == "stable" else (moved > 2)

@@ -121,12 +121,16 @@ def crop_config(corpus_root: str, tokenizer_path: str = "", align: str = "", cro
 @torch.no_grad()
 def encode_crops(tokenizer: Any, crops: np.ndarray, device: torch.device | str = "cpu",
                  batch_size: int = 32) -> np.ndarray:
-    """uint8 crops ``[T, S, S, 3]`` -> codes ``[T, h, w]`` (int32)."""
+    """uint8 crops ``[T, S, S, 3]`` of one clip -> codes ``[T, h, w]`` (int32); a tokenizer that encodes
+    against a reference gets the first crop (the clip's reference frame)."""
+    from ..tokenizers.cache import encoder_reference
     from ..tokenizers.data import to_tensor
 
+    ref = encoder_reference(tokenizer, crops, device)
+    kw = {} if ref is None else {"reference": ref}
     out = []
     for s in range(0, len(crops), batch_size):
-        out.append(tokenizer.encode(to_tensor(crops[s:s + batch_size]).to(device)).cpu().numpy().astype(np.int32))
+        out.append(tokenizer.encode(to_tensor(crops[s:s + batch_size]).to(device), **kw).cpu().numpy().astype(np.int32))
     return np.concatenate(out)
 
 

@@ -52,7 +52,7 @@ class FKGDataConfig:
     cache_device: str = "auto"  # device used to encode frames into the cache
     # How frames are cropped before tokenization; empty / 0 = as the tokenizer was trained (its run's
     # data section), else these values (see tokenizers.data.TokenizerDataConfig).
-    align: str = ""  # none | clip | frame
+    align: str = ""  # none | clip | stable | frame (empty: as the tokenizer was trained)
     crop_size: int = 0
     landmark_layout: str = ""
 

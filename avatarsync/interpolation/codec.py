@@ -56,6 +56,11 @@ class TokenizerCodec:
     def __init__(self, tokenizer) -> None:
         from ..tokenizers import tokenizer_fingerprint
 
+        if getattr(tokenizer, "needs_reference", False):
+            raise InputError("this tokenizer decodes against a reference image, which the interpolator's "
+                             "latent codec does not carry",
+                             "interpolate pixels (data.tokenizer=space_to_depth:8, the default recipe) or use a "
+                             "tokenizer trained with model.reference=false")
         self.tokenizer = tokenizer.eval()
         self.name = f"tokenizer-{tokenizer_fingerprint(tokenizer)}"
 

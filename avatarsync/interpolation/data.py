@@ -38,7 +38,7 @@ class InterpDataConfig:
     train_split: str = "train"
     val_split: str = "val"
     crop_size: int = 128  # must match the tokenizer's training crops
-    align: Literal["none", "clip", "frame"] = "clip"
+    align: Literal["none", "clip", "stable", "frame"] = "clip"
     landmark_layout: str = "procedural"
     face_scale: float = 1.0
     max_clips: int = 0  # per split; 0 = all

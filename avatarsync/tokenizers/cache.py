@@ -31,15 +31,28 @@ def token_cache_dir(corpus_root: str | Path, tokenizer: torch.nn.Module) -> Path
     return Path(corpus_root) / "tokens" / tokenizer_fingerprint(tokenizer)
 
 
+def encoder_reference(tokenizer: torch.nn.Module, crops: np.ndarray, device: str | torch.device = "cpu",
+                      reference: np.ndarray | None = None) -> torch.Tensor | None:
+    """The reference a ``reference_encoder`` tokenizer encodes against: ``reference`` (a uint8 crop),
+    by default the first of ``crops`` (a clip's first frame, the portrait's role); None for others."""
+    tok = getattr(getattr(tokenizer, "module", tokenizer), "tokenizer", getattr(tokenizer, "module", tokenizer))
+    if not getattr(getattr(tok, "config", None), "reference_encoder", False):
+        return None
+    ref = crops[0] if reference is None else reference
+    return to_tensor(np.asarray(ref)[None]).to(device)
+
+
 @torch.no_grad()
 def encode_frames(tokenizer: torch.nn.Module, crops: np.ndarray, batch_size: int = 32,
-                  device: str | torch.device = "cpu") -> np.ndarray:
-    """(N, S, S, 3) uint8 crops -> (N, h, w) int64 token ids."""
+                  device: str | torch.device = "cpu", reference: np.ndarray | None = None) -> np.ndarray:
+    """(N, S, S, 3) uint8 crops of one clip -> (N, h, w) int64 token ids (against the clip's first frame,
+    or ``reference``, when the tokenizer encodes against one)."""
     tok = unwrap_tokenizer(tokenizer)
+    ref = encoder_reference(tok, crops, device, reference) if len(crops) else None
     out = []
     for i in range(0, len(crops), batch_size):
         x = to_tensor(crops[i : i + batch_size]).to(device)
-        out.append(tok.encode(x).cpu().numpy())
+        out.append(tok.encode(x, reference=ref).cpu().numpy())
     h, w = tok.grid_size(crops.shape[1:3]) if len(crops) else (0, 0)
     return np.concatenate(out) if out else np.zeros((0, h, w), np.int64)
 

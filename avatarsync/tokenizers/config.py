@@ -50,6 +50,9 @@ class TokenizerConfig:
     # Decode relative to a reference image of the same face (the portrait at inference): a reference
     # encoder feeds the decoder at every resolution, so tokens need only carry what changes.
     reference: bool = False
+    # With reference: the encoder also sees the reference (stacked with the frame), so tokens code
+    # what differs from it, as a video codec's predicted frames do. Encoding then needs the reference.
+    reference_encoder: bool = False
     norm_groups: int = 32  # GroupNorm groups at most (0 = no normalisation)
     norm_min_channels: int = 4  # fewer groups where a layer is narrow (1 = exactly norm_groups, as Open-MAGVIT2)
     quantizer: Literal["lfq", "vq"] = "lfq"
@@ -76,6 +79,8 @@ class TokenizerConfig:
         return cfg
 
     def check(self) -> None:
+        if self.reference_encoder and not self.reference:
+            raise InputError("reference_encoder needs reference: true", "set both, or neither")
         if self.downsample not in (8, 16):
             raise InputError(f"downsample must be 8 or 16, got {self.downsample}")
         levels = int(math.log2(self.downsample)) + 1

@@ -1,9 +1,12 @@
 """Frames for tokenizer training and token caching: aligned crops plus a mouth box per frame.
 
 ``align`` decides the crop: ``none`` keeps (resizes) the frame, ``clip``
-aligns every frame of a clip with the transform of its first frame (what
-inference does with a portrait: head motion stays visible), ``frame``
-aligns each frame on its own landmarks.
+aligns every frame of a clip with the transform of its first frame (head
+motion stays visible), ``stable`` does the same and then cancels each frame's
+head motion with the similarity that maps its eye centres onto the first
+frame's (the eyes do not move with speech, so the mouth is left free; the
+portrait at inference does not move either), ``frame`` aligns each frame on
+its own eye and mouth landmarks (the mouth's motion then moves the crop).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import InputError
-from ..faces.align import alignment_matrix, transform_points, warp_to_crop
+from ..faces.align import alignment_matrix, similarity_transform, transform_points, warp_to_crop
 from ..faces.landmarks import FaceLandmarks, landmarks_from_five, landmarks_from_points
 
 
@@ -28,7 +31,7 @@ class TokenizerDataConfig:
     train_split: str = "train"
     val_split: str = "val"  # held-out identities
     crop_size: int = 128
-    align: Literal["none", "clip", "frame"] = "clip"
+    align: Literal["none", "clip", "stable", "frame"] = "clip"
     landmark_layout: str = "procedural"  # layout of truth.npz landmarks (see faces.landmarks)
     face_scale: float = 1.0
     frames_per_clip: int = 16  # evenly spaced training frames per clip (0 = every frame)
@@ -106,6 +109,10 @@ def prepare_frames(frames: np.ndarray, faces: list[FaceLandmarks] | None, cfg: T
         mats = np.repeat(np.array([[[s / w, 0, 0], [0, s / h, 0]]], dtype=np.float64), n, axis=0)
     elif cfg.align == "clip":
         mats = np.repeat(alignment_matrix(clip_face or faces[0], s, cfg.face_scale)[None], n, axis=0)
+    elif cfg.align == "stable":
+        first = clip_face or faces[0]
+        base = alignment_matrix(first, s, cfg.face_scale)
+        mats = np.stack([compose_affine(base, eye_similarity(f, first)) for f in faces])
     else:
         mats = np.stack([alignment_matrix(f, s, cfg.face_scale) for f in faces])
     crops = np.empty((n, s, s, 3), np.uint8)
@@ -119,6 +126,17 @@ def prepare_frames(frames: np.ndarray, faces: list[FaceLandmarks] | None, cfg: T
     else:
         boxes = np.stack([mouth_box(transform_points(f.mouth_points(), m), s) for f, m in zip(faces, mats)])
     return PreparedFrames(crops, mats, boxes)
+
+
+def eye_similarity(face: FaceLandmarks, target: FaceLandmarks) -> np.ndarray:
+    """The 2x3 similarity taking ``face``'s eye centres onto ``target``'s."""
+    return similarity_transform(np.stack([face.left_eye, face.right_eye]),
+                                np.stack([target.left_eye, target.right_eye]))
+
+
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2x3 matrix of ``outer(inner(p))``."""
+    return (np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]]))[:2]
 
 
 def _pick(n: int, k: int) -> np.ndarray:

@@ -12,7 +12,8 @@ features at every decoder resolution. Each decoder level predicts a flow field
 from its activations, warps the reference features with it and adds a 1x1
 projection of them before its blocks; the output is the reference image warped
 by a last flow plus the decoder's correction. Flows and projections start at
-zero, so an untrained decoder returns the reference itself. The decoder takes
+zero. With ``reference_encoder`` the encoder sees the frame stacked with the
+reference, so the tokens code what differs from it. The decoder takes
 what does not change (hair, background, skin texture) from the reference, and
 the tokens are left to carry what does (mouth, eyes, pose).
 """
@@ -80,7 +81,8 @@ class Encoder(nn.Module):
         super().__init__()
         ch, mult, nrb, g = cfg.channels, cfg.channel_mult, cfg.num_res_blocks, (cfg.norm_groups, cfg.norm_min_channels)
         widths = [ch * m for m in mult]
-        self.stem = nn.Conv2d(3, ch, 3, padding=1, bias=False)
+        # with reference_encoder the frame and its reference are stacked: tokens code the difference
+        self.stem = nn.Conv2d(6 if cfg.reference_encoder else 3, ch, 3, padding=1, bias=False)
         cin = ch
         levels = []
         for i, w in enumerate(widths):
@@ -229,9 +231,8 @@ class Decoder(nn.Module):
             level_in = [widths[0]] + widths[:-1]  # each level's input width
             self.reference_in = nn.ModuleList([ReferenceFusion(c, r) for r, c in zip(ref_widths, level_in)])
             self.output_flow = nn.Conv2d(cin, 2, 3, padding=1)
-            for conv in (self.output_flow, self.head):  # start as the reference image itself
-                nn.init.zeros_(conv.weight)
-                nn.init.zeros_(conv.bias)
+            nn.init.zeros_(self.output_flow.weight)  # the reference starts unwarped
+            nn.init.zeros_(self.output_flow.bias)
 
     def forward(self, codes: torch.Tensor, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``reference``: ``ReferenceEncoder`` features (batch 1 or the codes' batch, the image last) when the

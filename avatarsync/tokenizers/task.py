@@ -165,7 +165,7 @@ class TokenizerTask:
         for b in batches:
             x = b["image"].float()
             ref = b.get("reference")
-            idx = tok.encode(x)
+            idx = tok.encode(x, reference=ref if tok.config.reference_encoder else None)
             rec = tok.decode(idx, reference=ref).float()
             p_all.append(psnr(rec, x))
             if ref is not None:

@@ -100,21 +100,34 @@ class VisualTokenizer(nn.Module):
         return [f.expand(batch, *f.shape[1:]) for f in feats]
 
     # -- training forward --------------------------------------------------------------------
+    def _encoder_input(self, images: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+        if not self.config.reference_encoder:
+            return images
+        if not isinstance(reference, torch.Tensor):
+            raise InputError("this tokenizer encodes frames relative to a reference image, and none was given",
+                             "pass reference= (the portrait crop, [1 or B, 3, H, W])")
+        if reference.shape[0] not in (1, images.shape[0]):
+            raise InputError(f"{reference.shape[0]} references for {images.shape[0]} frames",
+                             "pass one reference, or one per frame")
+        return torch.cat([images, reference.to(images.dtype).expand(images.shape[0], -1, -1, -1)], dim=1)
+
     def forward(self, images: torch.Tensor, reference: Reference = None) -> TokenizerOutput:
         self._check(images)
-        q = self.quantizer(self.encoder(images))
+        q = self.quantizer(self.encoder(self._encoder_input(images, reference)))
         recon = self.decoder(q.codes, self._reference(reference, images.shape[0]))
         return TokenizerOutput(recon, q.indices, q.losses)
 
     # -- inference ---------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, images: torch.Tensor, factorized: bool = False) -> torch.Tensor:
-        """Token ids ``[B, h, w]`` (``[B, h, w, F]`` sub-ids when ``factorized``)."""
+    def encode(self, images: torch.Tensor, factorized: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids ``[B, h, w]`` (``[B, h, w, F]`` sub-ids when ``factorized``); ``reference`` images
+        ``[1 or B, 3, H, W]`` when the tokenizer was trained with ``reference_encoder``."""
         self._check(images)
+        x = self._encoder_input(images, reference)
         was = self.quantizer.training
         self.quantizer.eval()  # no entropy terms, no VQ codebook updates
         try:
-            idx = self.quantizer(self.encoder(images)).indices
+            idx = self.quantizer(self.encoder(x)).indices
         finally:
             self.quantizer.train(was)
         return self.quantizer.split(idx) if factorized else idx
