@@ -334,6 +334,10 @@ def make_bundle(out: str | Path, tokenizer: str | Path, fkg: str | Path, interp:
         for f in src.iterdir():
             if f.suffix in (".safetensors", ".yaml", ".json"):
                 shutil.copy2(f, dst / f.name)
+        if (src / "metrics.json").is_file() and name not in info.metrics:  # held-out figures travel with it
+            found = json.loads((src / "metrics.json").read_text())
+            info.metrics[name] = {k: round(float(v), 4) for k, v in found.items()
+                                  if k.startswith("val/") and isinstance(v, (int, float))}
     frame = render_frame(sample_identity(avatar_identity), FrameState(), avatar_size)
     cv2.imwrite(str(out / info.avatar), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
     lm = landmarks_from_points(frame.landmarks, "procedural")

@@ -232,17 +232,24 @@ def _ref_tokenizer() -> VisualTokenizer:
         for fusion in tok.decoder.reference_in:
             fusion.proj.weight.normal_(0, 0.2)
             fusion.flow.weight.normal_(0, 0.05)
-        tok.decoder.head.weight.normal_(0, 0.05)
+        tok.decoder.output_blend.weight.normal_(0, 0.05)
         tok.decoder.output_flow.weight.normal_(0, 0.05)
     return tok
 
 
-def test_untrained_reference_decoder_adds_its_output_to_the_unwarped_reference():
-    tok = make(reference=True)  # flows and feature projections start at zero
+def test_untrained_reference_decoder_starts_as_a_plain_decoder():
+    tok = make(reference=True)  # flows, feature projections and the output blend start at zero
     x, r1, r2 = images(2, 32, seed=1), images(1, 32, seed=2), images(1, 32, seed=3)
     ids = tok.encode(x)
-    torch.testing.assert_close(tok.decode(ids, clamp=False, reference=r1) - r1,
-                               tok.decode(ids, clamp=False, reference=r2) - r2)
+    torch.testing.assert_close(tok.decode(ids, reference=r1), tok.decode(ids, reference=r2))
+
+
+def test_full_output_blend_copies_the_warped_reference():
+    tok = make(reference=True)
+    with torch.no_grad():
+        tok.decoder.output_blend.bias.fill_(1.0)  # blend weight 1 everywhere, flow 0
+    x, ref = images(2, 32, seed=1), images(1, 32, seed=2)
+    torch.testing.assert_close(tok.decode(tok.encode(x), clamp=False, reference=ref), ref.expand(2, -1, -1, -1))
 
 
 def test_warp_by_zero_flow_is_identity_and_whole_pixel_flow_shifts():

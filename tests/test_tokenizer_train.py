@@ -170,3 +170,37 @@ def test_default_recipe_parses():
     assert train_cfg.max_minutes > 0 and train_cfg.threads == 2
     task = TokenizerTask(task_cfg)
     assert task.build_model().tokenizer.grid_size(128) == (16, 16)
+
+
+def test_stage_two_keeps_the_tokens_and_trains_only_decoding(tmp_path):
+    """init_from + freeze_encoder: a reference decoder starts from a plain tokenizer, encodes exactly
+    as it does, and starts decoding exactly as it does."""
+    from avatarsync.tokenizers import TokenizerConfig, TokenizerTask, TokenizerTaskConfig, VisualTokenizer, save_tokenizer
+
+    torch.manual_seed(0)
+    plain = VisualTokenizer(TokenizerConfig(size="tiny", codebook_bits=10)).eval()
+    save_tokenizer(plain, plain.config, tmp_path / "plain")
+    cfg = TokenizerTaskConfig(model=TokenizerConfig(size="tiny", codebook_bits=10, reference=True),
+                              init_from=str(tmp_path / "plain"), freeze_encoder=True)
+    model = TokenizerTask(cfg).build_model()
+    tok = model.tokenizer.eval()
+    x, ref = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    assert torch.equal(tok.encode(x), plain.encode(x))
+    torch.testing.assert_close(tok.decode(tok.encode(x), reference=ref), plain.decode(plain.encode(x)))
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith(("tokenizer.encoder.", "tokenizer.quantizer.")) for n in frozen)
+    assert any(p.requires_grad for n, p in model.named_parameters() if n.startswith("tokenizer.decoder."))
+
+
+def test_freeze_encoder_without_init_and_mismatched_encoders_are_refused(tmp_path):
+    from avatarsync.errors import CheckpointError, InputError
+    from avatarsync.tokenizers import TokenizerConfig, TokenizerTask, TokenizerTaskConfig, VisualTokenizer, save_tokenizer
+
+    with pytest.raises(InputError, match="init_from"):
+        TokenizerTask(TokenizerTaskConfig(model=TokenizerConfig(size="tiny", codebook_bits=10),
+                                          freeze_encoder=True)).build_model()
+    other = VisualTokenizer(TokenizerConfig(size="tiny", codebook_bits=12))
+    save_tokenizer(other, other.config, tmp_path / "other")
+    with pytest.raises(CheckpointError, match="different encoder"):
+        TokenizerTask(TokenizerTaskConfig(model=TokenizerConfig(size="tiny", codebook_bits=10),
+                                          init_from=str(tmp_path / "other"))).build_model()

@@ -34,6 +34,9 @@ class TokenizerLossConfig:
     diversity_gamma: float = 1.0
     commitment: float = 0.25  # LFQ / VQ commitment
     mouth: float = 0.0  # extra L1 weight on the mouth box (0 = off)
+    # Reference tokenizers: per-pixel weight 1 + change * (blurred |frame - reference|) on L1 and L2, so the
+    # few pixels that differ from the reference (mouth, eyes) drive training instead of the many that do not.
+    change: float = 0.0
     adversarial: float = 0.0  # hinge GAN generator weight (0 = off: no discriminator is built)
     adversarial_start: int = 0  # optimisation step at which the GAN terms switch on
     disc_channels: int = 32

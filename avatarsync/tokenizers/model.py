@@ -10,9 +10,10 @@ Reference conditioning (``TokenizerConfig.reference``): a ``ReferenceEncoder``
 turns a reference image of the same face (at inference, the portrait) into
 features at every decoder resolution. Each decoder level predicts a flow field
 from its activations, warps the reference features with it and adds a 1x1
-projection of them before its blocks; the output is the reference image warped
-by a last flow plus the decoder's correction. Flows and projections start at
-zero. With ``reference_encoder`` the encoder sees the frame stacked with the
+projection of them before its blocks; at the output a per-pixel weight blends
+the decoder's image towards the reference image warped by a last flow. Flows,
+projections and blend weights start at zero, so a reference decoder starts as
+a plain one (and can start from a plain tokenizer's weights). With ``reference_encoder`` the encoder sees the frame stacked with the
 reference, so the tokens code what differs from it. The decoder takes
 what does not change (hair, background, skin texture) from the reference, and
 the tokens are left to carry what does (mouth, eyes, pose).
@@ -226,13 +227,16 @@ class Decoder(nn.Module):
         self.head = nn.Conv2d(cin, 3, 3, padding=1)
         self.reference_in: nn.ModuleList | None = None
         self.output_flow: nn.Conv2d | None = None
+        self.output_blend: nn.Conv2d | None = None
         if cfg.reference:
             ref_widths = [ch * m for m in reversed(mult)]  # ReferenceEncoder output widths, coarse to fine
             level_in = [widths[0]] + widths[:-1]  # each level's input width
             self.reference_in = nn.ModuleList([ReferenceFusion(c, r) for r, c in zip(ref_widths, level_in)])
             self.output_flow = nn.Conv2d(cin, 2, 3, padding=1)
-            nn.init.zeros_(self.output_flow.weight)  # the reference starts unwarped
-            nn.init.zeros_(self.output_flow.bias)
+            self.output_blend = nn.Conv2d(cin, 1, 3, padding=1)
+            for conv in (self.output_flow, self.output_blend):  # start as a plain decoder
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
 
     def forward(self, codes: torch.Tensor, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``reference``: ``ReferenceEncoder`` features (batch 1 or the codes' batch, the image last) when the
@@ -245,6 +249,7 @@ class Decoder(nn.Module):
                 x = self.reference_in[i](x, reference[i])
             x = lvl(x, codes)
         out = self.head(F.silu(self.head_norm(x)))
-        if self.output_flow is not None and reference is not None:
-            out = out + warp(reference[-1], self.output_flow(x))
+        if self.output_flow is not None and reference is not None:  # per pixel, copy the warped reference
+            blend = self.output_blend(x)
+            out = out + blend * (warp(reference[-1], self.output_flow(x)) - out)
         return out

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..config import save_config
+from ..errors import CheckpointError, InputError
 from ..train.config import TrainConfig
 from .checkpoint import save_tokenizer, unwrap_tokenizer
 from .config import TokenizerConfig
@@ -41,6 +42,12 @@ class TokenizerTaskConfig:
 
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: TokenizerDataConfig = field(default_factory=TokenizerDataConfig)
+    # Start from a trained tokenizer folder: every weight whose name and shape match is loaded (a
+    # reference decoder's new layers keep their start-as-plain initialisation).
+    init_from: str = ""
+    # Keep the encoder and quantizer fixed (needs init_from): the tokens stay exactly those of
+    # init_from, so token caches and keyframe models trained on them stay valid; only decoding learns.
+    freeze_encoder: bool = False
 
 
 class TokenizerTrainModel(nn.Module):
@@ -66,6 +73,32 @@ def codebook_stats(indices: torch.Tensor, size: int) -> dict[str, float]:
     return {"perplexity": math.exp(ent), "usage": used / size, "used": float(used)}
 
 
+def init_from_tokenizer(tokenizer: VisualTokenizer, folder: str | Path) -> list[str]:
+    """Load the weights of a trained tokenizer folder whose names and shapes match; returns the names
+    of ``tokenizer``'s weights left at their initialisation. Raises when the encoders differ."""
+    from .checkpoint import load_tokenizer
+
+    source = load_tokenizer(folder).state_dict()
+    own = tokenizer.state_dict()
+    enc = [k for k in own if k.startswith(("encoder.", "quantizer."))]
+    bad = [k for k in enc if k not in source or source[k].shape != own[k].shape]
+    if bad:
+        raise CheckpointError(f"tokenizer {folder} has a different encoder ({bad[0]} does not match)",
+                              "use the same size, downsample, quantizer and codebook_bits as that tokenizer")
+    loaded = {k: v for k, v in source.items() if k in own and v.shape == own[k].shape}
+    tokenizer.load_state_dict(loaded, strict=False)
+    return sorted(set(own) - set(loaded))
+
+
+def change_weight(images: torch.Tensor, reference: torch.Tensor, gain: float, blur: int = 7) -> torch.Tensor:
+    """Per-pixel loss weight ``[B, 1, H, W]``: 1 + gain * |images - reference| (channel mean, box-blurred so
+    the neighbourhood of a change counts too), scaled to mean 1 per image."""
+    change = (images - reference).abs().mean(1, keepdim=True)
+    change = torch.nn.functional.avg_pool2d(change, blur, stride=1, padding=blur // 2, count_include_pad=False)
+    weight = 1.0 + gain * change
+    return weight / weight.mean(dim=(1, 2, 3), keepdim=True)
+
+
 class TokenizerTask:
     """Implements ``TrainTask`` for ``name == "tokenizer"``."""
 
@@ -88,7 +121,16 @@ class TokenizerTask:
 
     # -- TrainTask ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        return TokenizerTrainModel(self.cfg.model)
+        model = TokenizerTrainModel(self.cfg.model)
+        if self.cfg.freeze_encoder and not self.cfg.init_from:
+            raise InputError("freeze_encoder needs init_from (a trained tokenizer whose tokens to keep)",
+                             "set init_from: runs/<tokenizer>/final")
+        if self.cfg.init_from:
+            init_from_tokenizer(model.tokenizer, self.cfg.init_from)
+        if self.cfg.freeze_encoder:
+            for part in (model.tokenizer.encoder, model.tokenizer.quantizer):
+                part.requires_grad_(False)
+        return model
 
     def _split(self, which: str) -> PreparedFrames:
         if which not in self._frames:
@@ -127,7 +169,11 @@ class TokenizerTask:
         out = tok(x, batch.get("reference"))
         rec = out.recon.float()
         diff = rec - x.float()
-        l1, l2 = diff.abs().mean(), (diff ** 2).mean()
+        if w.change > 0 and "reference" in batch:
+            weight = change_weight(x.float(), batch["reference"].float(), w.change)
+            l1, l2 = (diff.abs() * weight).mean(), (diff ** 2 * weight).mean()
+        else:
+            l1, l2 = diff.abs().mean(), (diff ** 2).mean()
         loss = w.l1 * l1 + w.l2 * l2
         logs = {"l1": l1.item(), "l2": l2.item(), "psnr": psnr(rec.detach(), x).mean().item()}
         perc = self.perceptual(x.device)
