@@ -186,6 +186,11 @@ def test_stage_two_keeps_the_tokens_and_trains_only_decoding(tmp_path):
     tok = model.tokenizer.eval()
     x, ref = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
     assert torch.equal(tok.encode(x), plain.encode(x))
+    from avatarsync.tokenizers import token_fingerprint, tokenizer_fingerprint
+
+    assert token_fingerprint(tok) == token_fingerprint(plain)  # caches of stage-1 tokens stay valid
+    assert tokenizer_fingerprint(tok) != tokenizer_fingerprint(plain)
+    assert token_fingerprint(VisualTokenizer(TokenizerConfig(size="tiny", codebook_bits=10))) != token_fingerprint(plain)
     torch.testing.assert_close(tok.decode(tok.encode(x), reference=ref), plain.decode(plain.encode(x)))
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert frozen and all(n.startswith(("tokenizer.encoder.", "tokenizer.quantizer.")) for n in frozen)

@@ -141,7 +141,7 @@ def build_token_cache(corpus_root: str | Path, tokenizer: Any, cache_dir: str | 
     codes and crops of the reference (first) frame and of the keyframes, plus what the mouth-state
     metric needs: each frame's mouth descriptor, viseme and openness."""
     from ..data.corpus import Corpus
-    from ..tokenizers import tokenizer_fingerprint
+    from ..tokenizers import token_fingerprint
     from ..tokenizers.data import prepare_clip
     from .metrics import mouth_descriptors
 
@@ -184,7 +184,7 @@ def build_token_cache(corpus_root: str | Path, tokenizer: Any, cache_dir: str | 
         raise InputError(f"corpus {corpus_root} has no clip with units", "generate one with avatarsync synth-data")
     index = {"version": CACHE_VERSION, "codebook_size": int(tokenizer.codebook_size), "grid": grid,
              "corpus": str(Path(corpus_root).resolve()), "tokenizer": tokenizer_path, "reference": "first",
-             "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer) if hasattr(tokenizer, "encoder") else None,
+             "token_fingerprint": token_fingerprint(tokenizer) if hasattr(tokenizer, "encoder") else None,
              "crop": {"align": crop.align, "crop_size": crop.crop_size, "landmark_layout": crop.landmark_layout,
                       "face_scale": crop.face_scale},
              "clips": entries}

@@ -175,15 +175,16 @@ class FKGTask:
         raise InputError("the fkg recipe names no data", "set data.corpus (and data.tokenizer) or data.token_cache")
 
     def _stale_cache(self, cache: Path) -> bool:
-        """Whether an existing cache was built by another tokenizer than data.tokenizer (then rebuild it)."""
+        """Whether an existing cache holds other tokens than data.tokenizer makes (then rebuild it).
+        Tokenizers that share an encoder (stage 1 and its frozen-encoder stage 2) share caches."""
         if not (cache / "index.json").is_file() or not self.cfg.data.tokenizer:
             return False
-        built_by = json.loads((cache / "index.json").read_text(encoding="utf-8")).get("tokenizer_fingerprint")
+        built_by = json.loads((cache / "index.json").read_text(encoding="utf-8")).get("token_fingerprint")
         if built_by is None:
             return False
-        from ..tokenizers import tokenizer_fingerprint
+        from ..tokenizers import token_fingerprint
 
-        current = tokenizer_fingerprint(self.tokenizer())
+        current = token_fingerprint(self.tokenizer())
         if built_by != current:
             log.warning("token cache %s was built by tokenizer %s, not %s: rebuilding it", cache, built_by, current)
             return True

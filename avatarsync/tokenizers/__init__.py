@@ -7,7 +7,7 @@
 """
 
 from .cache import TokenCache, build_token_cache, encode_frames, token_cache_dir
-from .checkpoint import load_tokenizer, save_tokenizer, tokenizer_fingerprint, unwrap_tokenizer
+from .checkpoint import load_tokenizer, save_tokenizer, token_fingerprint, tokenizer_fingerprint, unwrap_tokenizer
 from .config import MODEL_SIZES, TokenizerConfig, TokenizerLossConfig
 from .data import TokenizerDataConfig
 from .openmagvit2 import load_openmagvit2
@@ -16,7 +16,7 @@ from .tokenizer import TokenizerOutput, VisualTokenizer
 
 __all__ = [
     "TokenCache", "build_token_cache", "encode_frames", "token_cache_dir", "load_tokenizer", "save_tokenizer",
-    "tokenizer_fingerprint", "unwrap_tokenizer", "MODEL_SIZES", "TokenizerConfig", "TokenizerLossConfig",
+    "token_fingerprint", "tokenizer_fingerprint", "unwrap_tokenizer", "MODEL_SIZES", "TokenizerConfig", "TokenizerLossConfig",
     "TokenizerDataConfig", "load_openmagvit2", "TokenizerTask", "TokenizerTaskConfig", "TokenizerTrainModel",
     "TokenizerOutput", "VisualTokenizer",
 ]

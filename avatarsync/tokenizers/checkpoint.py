@@ -72,6 +72,22 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Visu
     return model.to(device).eval()
 
 
+ENCODING_FIELDS = ("size", "channels", "channel_mult", "num_res_blocks", "downsample", "norm_groups",
+                   "norm_min_channels", "quantizer", "codebook_bits", "factors", "vq_dim", "reference_encoder")
+
+
+def token_fingerprint(model: nn.Module) -> str:
+    """Short hash of what decides a tokenizer's tokens (encoder and quantizer); equal for two tokenizers
+    that encode identically however their decoders differ (e.g. a stage-2 decoder on a frozen encoder)."""
+    tok = unwrap_tokenizer(model)
+    h = hashlib.sha256(repr([(k, getattr(tok.config, k)) for k in ENCODING_FIELDS]).encode())
+    for name, t in sorted(tok.state_dict().items()):
+        if name.startswith(("encoder.", "quantizer.")):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def tokenizer_fingerprint(model: nn.Module) -> str:
     """Short hash of a tokenizer's config and weights (names token caches)."""
     tok = unwrap_tokenizer(model)
