@@ -231,3 +231,24 @@ def test_token_cache_from_a_corpus_and_mouth_metrics(tmp_path):
     for key in ("ce", "acc", "gen_code_acc", "kf_psnr", "still_psnr", "mouth_viseme_acc", "mouth_open_acc",
                 "still_mouth_viseme_acc"):
         assert key in metrics and np.isfinite(metrics[key]), key
+
+
+def test_mouth_weighted_cross_entropy_weights_exactly_the_mouth_cells():
+    from avatarsync.fkg.layout import IGNORE
+    from avatarsync.fkg.model import code_cross_entropy
+
+    tok = FakeTokenizer()
+    exs = toy_examples(4, UNITS, grid=(2, 2), codebook_size=tok.codebook_size, seed=0)
+    cfg = FKGConfig(size="tiny")
+    cfg.loss.mouth_ce = 3.0  # box rows [1.16, 1.76) x cols [0.6, 1.4) of a 2x2 grid: the bottom row
+    task = FKGTask(cfg, train_examples=exs, val_examples=exs[:1], tokenizer=tok)
+    batch = task.collate([task.train_dataset()[i] for i in range(2)])
+    weights = task._cell_weights(batch)
+    sel = batch["labels"] != IGNORE
+    cell = batch["offset"][sel] - 2
+    assert torch.equal(weights == 4.0, cell >= 2) and bool((weights[cell < 2] == 1.0).all())
+    logits = torch.randn(int(sel.sum()), sum(task.vocab.factors))
+    labels = batch["labels"][sel]
+    plain, _ = code_cross_entropy(logits, labels, task.vocab.factors)
+    same, _ = code_cross_entropy(logits, labels, task.vocab.factors, torch.ones(len(labels)))
+    torch.testing.assert_close(plain, same)

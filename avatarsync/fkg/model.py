@@ -165,19 +165,24 @@ def code_log_probs(logits: torch.Tensor, factors: tuple[int, ...], codebook_size
     return out
 
 
-def code_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, factors: tuple[int, ...]
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def code_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, factors: tuple[int, ...],
+                       weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean token cross-entropy (nats per code, summed over digits) and accuracy of the
-    per-digit argmax. ``logits [M, sum(f)]``, ``labels [M]`` codes (``IGNORE`` skipped)."""
+    per-digit argmax. ``logits [M, sum(f)]``, ``labels [M]`` codes (``IGNORE`` skipped);
+    ``weights [M]`` make it a weighted mean."""
     keep = labels != IGNORE
     logits, labels = logits[keep], labels[keep]
     if labels.numel() == 0:
         zero = logits.sum() * 0.0
         return zero, zero.detach()
+    w = None if weights is None else weights[keep].float()
     digits = split_codes(labels, factors)
     loss = logits.new_zeros((), dtype=torch.float32)
     correct = torch.ones_like(labels, dtype=torch.bool)
     for k, lg in enumerate(digit_logits(logits, factors)):
-        loss = loss + F.cross_entropy(lg.float(), digits[:, k])
+        if w is None:
+            loss = loss + F.cross_entropy(lg.float(), digits[:, k])
+        else:
+            loss = loss + (F.cross_entropy(lg.float(), digits[:, k], reduction="none") * w).sum() / w.sum()
         correct &= lg.argmax(-1) == digits[:, k]
     return loss, correct.float().mean().detach()

@@ -20,6 +20,7 @@ import sys
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +65,10 @@ class FKGLossConfig:
     lambda2: float = 1.0  # LPIPS
     lambda3: float = 0.5  # identity consistency
     lambda4: float = 0.5  # facial similarity
+    # Extra cross-entropy weight on the token cells inside mouth_box (fractions of the grid): most cells
+    # repeat the reference, and without it the few that carry the phoneme hardly steer training.
+    mouth_ce: float = 0.0
+    mouth_box: list[float] = field(default_factory=lambda: [0.3, 0.58, 0.7, 0.88])
     decode_mode: Literal["st", "soft"] = "st"  # differentiable decode: straight-through or soft
     max_frames: int = 4  # keyframes decoded per step for the pixel losses
     lpips_weights: str | None = None  # local torchvision backbone state dict for LPIPS (else fallback)
@@ -317,7 +322,8 @@ class FKGTask:
     def compute_loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         lcfg = self.cfg.loss
         logits, labels = self._forward(model, batch)
-        ce, acc = code_cross_entropy(logits, labels, self.vocab.factors)
+        weights = self._cell_weights(batch) if lcfg.mouth_ce > 0 else None
+        ce, acc = code_cross_entropy(logits, labels, self.vocab.factors, weights)
         loss = lcfg.lambda1 * ce
         logs = {"ce": float(ce.detach()), "acc": float(acc)}
         if lcfg.stage == 2:
@@ -325,6 +331,18 @@ class FKGTask:
             loss = loss + lcfg.lambda2 * terms["lpips"] + lcfg.lambda3 * terms["identity"] + lcfg.lambda4 * terms["facial"]
             logs.update({k: float(v.detach()) for k, v in terms.items()})
         return loss, logs
+
+    def _cell_weights(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Per selected label: 1 + loss.mouth_ce where it predicts a frame token inside the mouth box."""
+        lcfg = self.cfg.loss
+        h, w = (int(x) for x in batch["grid"])
+        sel = batch["labels"] != IGNORE
+        cell = batch["offset"][sel] - (FRAME_OFFSET - 1)  # a label at offset o predicts frame token o - 2
+        row, col = torch.div(cell, w, rounding_mode="floor"), cell % w
+        x0, y0, x1, y1 = lcfg.mouth_box
+        inside = (cell >= 0) & (col >= int(x0 * w)) & (col < math.ceil(x1 * w)) & (row >= int(y0 * h)) \
+            & (row < math.ceil(y1 * h))
+        return 1.0 + lcfg.mouth_ce * inside.float()
 
     # -- stage 2 -------------------------------------------------------------------------------
     def pixel_losses(self, device: torch.device) -> nn.Module:
