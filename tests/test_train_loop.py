@@ -120,3 +120,23 @@ def test_deepspeed_zero2_trains_on_cpu(tmp_path, monkeypatch):
     losses = [h["loss"] for h in res.history if "loss" in h]
     assert len(losses) == 12 and losses[-1] < losses[0]
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_ema_copies_frozen_weights_exactly():
+    import torch
+    from torch import nn
+
+    from avatarsync.train.loop import EMA
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
+    model[0].requires_grad_(False)
+    with torch.no_grad():
+        model[0].weight.mul_(1.2345678)  # values whose moving average would drift by rounding
+    ema = EMA(model, 0.99)
+    for _ in range(50):
+        with torch.no_grad():
+            model[1].weight.add_(0.01)
+        ema.update(model)
+    assert torch.equal(ema.shadow[0].weight, model[0].weight)
+    assert not torch.equal(ema.shadow[1].weight, model[1].weight)

@@ -112,8 +112,10 @@ class EMA:
         do not export weights that still remember initialisation."""
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for s, m in zip(self.shadow.state_dict().values(), model.state_dict().values()):
-            if s.is_floating_point():
+        frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+        for name, s, m in zip(self.shadow.state_dict(), self.shadow.state_dict().values(),
+                              model.state_dict().values()):
+            if s.is_floating_point() and name not in frozen:  # frozen weights are copied: no rounding drift
                 s.mul_(decay).add_(m.detach().to(s.dtype), alpha=1 - decay)
             else:
                 s.copy_(m)
