@@ -165,11 +165,14 @@ def test_the_shared_loop_trains_and_exports_a_loadable_tokenizer(tmp_path):
 def test_default_recipe_parses():
     from avatarsync.train.registry import load_recipe
 
-    task_cfg, train_cfg = load_recipe("tokenizer", RECIPES / "tokenizer_default.yaml")
-    assert task_cfg.model.resolved().codebook_size == 2 ** 14 and task_cfg.data.crop_size == 128
-    assert train_cfg.max_minutes > 0 and train_cfg.threads == 2
-    task = TokenizerTask(task_cfg)
-    assert task.build_model().tokenizer.grid_size(128) == (16, 16)
+    for name in ("tokenizer_plain.yaml", "tokenizer_default.yaml"):
+        task_cfg, train_cfg = load_recipe("tokenizer", RECIPES / name)
+        assert task_cfg.model.resolved().codebook_size == 2 ** 14 and task_cfg.data.crop_size == 128
+        assert train_cfg.max_minutes > 0 and train_cfg.threads == 2
+        task_cfg.init_from, task_cfg.freeze_encoder = "", False  # stage 2 starts from a trained stage 1
+        task = TokenizerTask(task_cfg)
+        assert task.build_model().tokenizer.grid_size(128) == (16, 16)
+    assert task_cfg.model.reference and load_recipe("tokenizer", RECIPES / "tokenizer_default.yaml")[0].freeze_encoder
 
 
 def test_stage_two_keeps_the_tokens_and_trains_only_decoding(tmp_path):
