@@ -287,10 +287,12 @@ def _pixel_factor(interp_config: Path) -> int:
     """F when the interpolator was trained on space-to-depth pixel latents (``space_to_depth:F``), else 0."""
     if not interp_config.is_file():
         return 0
+    from .interpolation.codec import load_codec
+
     spec = str((read_yaml(interp_config).get("data") or {}).get("tokenizer") or "")
-    if not spec.startswith("space_to_depth"):
+    if not spec.startswith("space_to_depth"):  # a tokenizer folder: nothing to load, decode every frame
         return 0
-    return int(spec.partition(":")[2] or 8)
+    return load_codec(spec).factor
 
 
 def _positive_units(track):

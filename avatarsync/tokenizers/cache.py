@@ -33,10 +33,9 @@ def token_cache_dir(corpus_root: str | Path, tokenizer: torch.nn.Module) -> Path
 
 def encoder_reference(tokenizer: torch.nn.Module, crops: np.ndarray, device: str | torch.device = "cpu",
                       reference: np.ndarray | None = None) -> torch.Tensor | None:
-    """The reference a ``reference_encoder`` tokenizer encodes against: ``reference`` (a uint8 crop),
-    by default the first of ``crops`` (a clip's first frame, the portrait's role); None for others."""
-    tok = getattr(getattr(tokenizer, "module", tokenizer), "tokenizer", getattr(tokenizer, "module", tokenizer))
-    if not getattr(getattr(tok, "config", None), "reference_encoder", False):
+    """The reference a ``reference_encoder`` tokenizer (unwrapped) encodes against: ``reference`` (a uint8
+    crop), by default the first of ``crops`` (a clip's first frame, the portrait's role); None for others."""
+    if not getattr(getattr(tokenizer, "config", None), "reference_encoder", False):
         return None
     ref = crops[0] if reference is None else reference
     return to_tensor(np.asarray(ref)[None]).to(device)
