@@ -268,9 +268,10 @@ class Pipeline:
             if crop_only:
                 frames = crops
             else:
-                from .faces.align import paste_back
+                from .faces.align import PasteBack
 
-                frames = np.stack([paste_back(portrait, aligned, c) for c in crops])
+                paste = PasteBack(portrait, aligned)
+                frames = np.stack([paste(c) for c in crops])
         step("decode")
         path = None
         with _timed(timings, "mux"):

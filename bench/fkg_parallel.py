@@ -29,6 +29,8 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", default="fast", choices=["fast", "transformers"],
+                   help="decoding loop for the batch-vs-single comparison")
     args = p.parse_args()
 
     from avatarsync.fkg.generate import generate_keyframes
@@ -46,11 +48,11 @@ def main() -> None:
     units = torch.randint(vocab.unit_offset, vocab.unit_offset + 40, (n,), generator=g)
     durs = vocab.duration_offset + torch.randint(0, vocab.n_duration_bins, (n,), generator=g)
 
-    def run(batch_size: int | None) -> tuple[float, torch.Tensor]:
+    def run(batch_size: int | None, engine: str = args.engine) -> tuple[float, torch.Tensor]:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        codes = generate_keyframes(model, ref, units, durs, batch_size=batch_size).codes
+        codes = generate_keyframes(model, ref, units, durs, batch_size=batch_size, engine=engine).codes
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t, codes
@@ -58,11 +60,13 @@ def main() -> None:
     generate_keyframes(model, ref, units[:2], durs[:2])  # warm-up
     t_batch, c_batch = run(None)
     t_single, c_single = run(1)
+    other = "transformers" if args.engine == "fast" else "fast"
+    t_other, c_other = run(None, other)
     same = torch.equal(c_batch, c_single)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"FKG parallel decoding: size={args.size} ({params:.1f} M params), {n} keyframes of "
           f"{args.grid}x{args.grid} tokens, codebook {args.codebook} (digits {vocab.factors}), mask={args.mask}, "
-          f"device={args.device}, dtype={args.dtype}, threads={args.threads}")
+          f"device={args.device}, dtype={args.dtype}, threads={args.threads}, engine={args.engine}")
     print()
     print("| mode           | keyframes | seconds | keyframes/s |")
     print("|----------------|----------:|--------:|------------:|")
@@ -70,6 +74,8 @@ def main() -> None:
     print(f"| one at a time  | {n:9d} | {t_single:7.2f} | {n / t_single:11.3f} |")
     print()
     print(f"speed-up at {n} keyframes: {t_single / t_batch:.2f}x (goal >= 5x); identical codes: {'yes' if same else 'NO'}")
+    print(f"one batch with the {other} engine: {t_other:.2f} s; {args.engine} / {other} speed-up "
+          f"{t_other / t_batch:.2f}x; identical codes: {'yes' if torch.equal(c_batch, c_other) else 'NO'}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 from avatarsync.errors import BackendUnavailable, FaceError, InputError
 from avatarsync.faces import (IBUG_68, AlignedFace, FaceLandmarks, GivenLandmarks, LandmarkDetector, MultipleFacesWarning,
                               align_face, alignment_matrix, crop_mask, find_face, get_detector, get_layout,
-                              landmarks_from_five, landmarks_from_points, paste_back, select_face,
+                              landmarks_from_five, landmarks_from_points, paste_back, PasteBack, select_face,
                               similarity_transform, template_points, transform_points)
 from avatarsync.faces.synthetic import toy_face
 
@@ -94,6 +94,28 @@ def test_paste_back_puts_new_content_inside_with_a_soft_edge():
     # a float crop in [0, 1] is accepted, and a crop of another size is resized
     out2 = paste_back(img, aligned, np.ones((32, 32, 3), np.float32))
     assert out2[centre[1], centre[0]].min() >= 250
+
+
+def _paste_whole_image(portrait, aligned, crop, feather):
+    """Reference: warp and blend over the whole portrait."""
+    h, w = portrait.shape[:2]
+    warped = cv2.warpAffine(crop, aligned.inverse, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    soft = cv2.warpAffine(crop_mask(aligned.size, feather).astype(np.float32), aligned.inverse, (w, h),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)[..., None]
+    out = soft * warped.astype(np.float32) + (1.0 - soft) * portrait.astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("centre", [(150, 110), (20, 25), (310, 230)])  # inside, cut by two borders each
+def test_paste_back_box_equals_whole_image_blend(centre):
+    img = smooth_image(240, 320, seed=4)
+    aligned = align_face(img, landmarks_from_five(five_points(*centre, 38, angle=0.2)), 128)
+    paste = PasteBack(img, aligned, feather=0.1)
+    for seed in range(3):
+        crop = smooth_image(128, 128, seed=10 + seed)  # OpenCV samples at 1/32 px: a shifted origin may round
+        got, want = paste(crop), _paste_whole_image(img, aligned, crop, 0.1)  # a coordinate the other way
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 2
+        assert np.array_equal(paste_back(img, aligned, crop), got)
 
 
 def test_paste_back_refuses_another_portrait_size():

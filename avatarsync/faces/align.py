@@ -138,18 +138,47 @@ def crop_mask(size: int, feather: float = 0.1, shape: str = "rect") -> np.ndarra
 def paste_back(portrait: np.ndarray, aligned: AlignedFace, new_crop: np.ndarray, feather: float = 0.1,
                mask: str = "rect") -> np.ndarray:
     """Warp ``new_crop`` (any size; uint8 or float in [0, 1]) back into ``portrait`` with a soft mask."""
-    base = as_rgb_uint8(portrait)
-    h, w = base.shape[:2]
-    if aligned.source_shape != (0, 0) and tuple(aligned.source_shape) != (h, w):
-        raise InputError(f"portrait is {w}x{h} but the face was aligned on a "
-                         f"{aligned.source_shape[1]}x{aligned.source_shape[0]} image", "paste into the same portrait")
-    crop = as_rgb_uint8(new_crop)
-    if crop.shape[:2] != (aligned.size, aligned.size):
-        crop = cv2.resize(crop, (aligned.size, aligned.size), interpolation=cv2.INTER_LINEAR)
-    inv = aligned.inverse
-    warped = cv2.warpAffine(crop, inv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    soft = cv2.warpAffine(crop_mask(aligned.size, feather, mask).astype(np.float32), inv, (w, h),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    alpha = soft[..., None].astype(np.float32)
-    out = alpha * warped.astype(np.float32) + (1.0 - alpha) * base.astype(np.float32)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return PasteBack(portrait, aligned, feather, mask)(new_crop)
+
+
+class PasteBack:
+    """Pastes crops into one portrait; the warped soft mask and the face's box are computed once.
+
+    Only the box the crop covers is warped and blended, so a frame costs the same whatever the
+    portrait's size. ``PasteBack(portrait, aligned)(crop)`` equals ``paste_back(portrait, aligned, crop)``.
+    """
+
+    def __init__(self, portrait: np.ndarray, aligned: AlignedFace, feather: float = 0.1, mask: str = "rect") -> None:
+        base = as_rgb_uint8(portrait)
+        h, w = base.shape[:2]
+        if aligned.source_shape != (0, 0) and tuple(aligned.source_shape) != (h, w):
+            raise InputError(f"portrait is {w}x{h} but the face was aligned on a "
+                             f"{aligned.source_shape[1]}x{aligned.source_shape[0]} image", "paste into the same portrait")
+        self.base, self.size = base, aligned.size
+        s = float(aligned.size)
+        corners = np.array([[0, 0, 1], [s, 0, 1], [0, s, 1], [s, s, 1]]) @ np.asarray(aligned.inverse, np.float64).T
+        x0, y0 = (int(max(0, np.floor(corners[:, i].min()) - 2)) for i in (0, 1))
+        x1 = int(min(w, np.ceil(corners[:, 0].max()) + 2))
+        y1 = int(min(h, np.ceil(corners[:, 1].max()) + 2))
+        self.box = (x0, y0, max(x0, x1), max(y0, y1))
+        self.local = np.asarray(aligned.inverse, np.float64).copy()
+        self.local[:, 2] -= (x0, y0)  # crop pixel -> box pixel
+        bw, bh = self.box[2] - x0, self.box[3] - y0
+        soft = cv2.warpAffine(crop_mask(aligned.size, feather, mask).astype(np.float32), self.local, (bw, bh),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        self.alpha = soft[..., None].astype(np.float32)
+        self.keep = (1.0 - self.alpha) * base[y0:self.box[3], x0:self.box[2]].astype(np.float32)
+
+    def __call__(self, new_crop: np.ndarray) -> np.ndarray:
+        x0, y0, x1, y1 = self.box
+        out = self.base.copy()
+        if x1 <= x0 or y1 <= y0:  # the face lies outside the portrait
+            return out
+        crop = as_rgb_uint8(new_crop)
+        if crop.shape[:2] != (self.size, self.size):
+            crop = cv2.resize(crop, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        warped = cv2.warpAffine(crop, self.local, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+        blended = self.alpha * warped.astype(np.float32) + self.keep
+        out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+        return out

@@ -28,9 +28,13 @@ import torch
 from .layout import (
     FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, TokenMeta, frame_step_layout, prefix_layout,
 )
+from .fast_decode import decode_rows_fast
 from .masks import allowed
 from .model import FKGModel, digit_logits
 from .vocab import FKGVocab, merge_codes
+
+
+ENGINES = ("fast", "transformers")
 
 
 class GenerationError(ValueError):
@@ -114,13 +118,15 @@ def _prefix_kv(model: FKGModel, ids: torch.Tensor, meta: TokenMeta, position: to
 def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Sequence[int] | torch.Tensor,
                        dur_ids: Sequence[int] | torch.Tensor, sampling: SamplingConfig | None = None,
                        batch_size: int | None = None, use_cache: bool = True,
-                       return_logits: bool = False) -> KeyframeResult:
+                       return_logits: bool = False, engine: str = "fast") -> KeyframeResult:
     """Predict the visual codes of every keyframe of one utterance.
 
     ``ref_codes [h, w]``: the reference image's codes; ``unit_ids``/``dur_ids [N]``: vocabulary
     ids (FKGVocab.unit_id / duration_id). ``batch_size``: keyframes decoded together
     (None = all at once, 1 = one at a time). ``use_cache=False`` recomputes the whole
-    sequence at every step (slow; for checking the cache).
+    sequence at every step (slow; for checking the cache). ``engine``: "fast" runs the
+    cached steps through fast_decode (the default), "transformers" through the model's
+    transformers forward (its reference twin).
     """
     sampling = sampling or SamplingConfig()
     vocab: FKGVocab = model.vocab
@@ -132,6 +138,8 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
     n = unit_ids.numel()
     if n == 0:
         raise GenerationError("no units to generate keyframes for", "pass a non-empty phoneme track")
+    if engine not in ENGINES:
+        raise GenerationError(f"engine must be one of {ENGINES}, got {engine!r}")
     if batch_size is not None and batch_size < 1:
         raise GenerationError(f"batch_size must be >= 1 or None, got {batch_size}")
     h, w = ref_codes.shape
@@ -149,7 +157,13 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
         gens = None
         if sampling.temperature > 0:
             gens = [torch.Generator().manual_seed(int(sampling.seed) * 1_000_003 + int(s)) for s in segs]
-        out_codes, out_logits = _decode_rows(model, segs, ids, meta, position, prefix_kv, f, sampling, gens)
+        if use_cache and engine == "fast":
+            def pick(logits: torch.Tensor, gens=gens) -> torch.Tensor:
+                return _pick(logits, model.factors, vocab.codebook_size, sampling, gens)
+
+            out_codes, out_logits = decode_rows_fast(model, segs, meta, prefix_kv, f, pick, return_logits)
+        else:
+            out_codes, out_logits = _decode_rows(model, segs, ids, meta, position, prefix_kv, f, sampling, gens)
         codes[segs] = out_codes
         if all_logits is not None:
             all_logits[segs] = out_logits
