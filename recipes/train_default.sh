@@ -8,7 +8,6 @@ A=.venv/bin/avatarsync
 [ -f runs/corpus/manifest.jsonl ] || $A synth-data --out runs/corpus --clips 500 --seed 0 --identities 200 --lang en --no-video
 [ -f runs/tokenizer_plain/final/model.safetensors ] || $A train tokenizer --config recipes/tokenizer_plain.yaml
 [ -f runs/fkg/final/model.safetensors ] || $A train fkg --config recipes/fkg_default.yaml
-[ -f runs/fkg_mouth/final/model.safetensors ] || $A train fkg --config recipes/fkg_mouth.yaml
 [ -f runs/tokenizer/final/model.safetensors ] || $A train tokenizer --config recipes/tokenizer_default.yaml
 [ -f runs/interp/final/model.safetensors ] || $A train interp --config recipes/interp_default.yaml
-$A bundle --tokenizer runs/tokenizer/final --fkg runs/fkg_mouth/final --interp runs/interp/final --out avatarsync/assets/default
+$A bundle --tokenizer runs/tokenizer/final --fkg runs/fkg/final --interp runs/interp/final --out avatarsync/assets/default
