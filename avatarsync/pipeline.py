@@ -204,13 +204,22 @@ class Pipeline:
         """Latents of every output frame (round(duration * fps), C, h, w) from the keyframes' latents."""
         from .interpolation.interpolate import interpolate_track
 
-        return interpolate_track(self.interp, key_latents.float(), track, fps=self.info.fps, duration=duration)
+        # 32 frames per batch: faster per frame on a 2-core CPU than 64 (measured 0.71 s vs 0.96 s)
+        return interpolate_track(self.interp, key_latents.float(), track, fps=self.info.fps, duration=duration,
+                                 batch_size=32)
 
     @torch.no_grad()
-    def decode_keyframes(self, key_codes: torch.Tensor, reference=None, batch_size: int = 32) -> torch.Tensor:
-        """Keyframe token grids (K, h, w) -> images (K, 3, H, W) in [-1, 1]."""
-        return torch.cat([self.tokenizer.decode(key_codes[i:i + batch_size].to(self.device), reference=reference)
-                          for i in range(0, len(key_codes), batch_size)])
+    def decode_keyframes(self, key_codes: torch.Tensor, reference=None, batch_size: int = 8) -> torch.Tensor:
+        """Keyframe token grids (K, h, w) -> images (K, 3, H, W) in [-1, 1].
+
+        Small batches: on a 2-core CPU, 8 frames at a time decode ~2x faster per frame than 32 or more
+        (the activations of a small batch stay in cache). Repeated grids (a unit said twice with the same
+        duration bin gets the same keyframe) are decoded once."""
+        unique, inverse = torch.unique(key_codes.flatten(1), dim=0, return_inverse=True)
+        unique = unique.reshape(-1, *key_codes.shape[1:])
+        images = torch.cat([self.tokenizer.decode(unique[i:i + batch_size].to(self.device), reference=reference)
+                            for i in range(0, len(unique), batch_size)])
+        return images[inverse.to(images.device)]
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, reference=None, batch_size: int = 32) -> np.ndarray:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from avatarsync.fkg.fast_decode import compact_prefix
+from avatarsync.fkg.fast_decode import split_prefix
 from avatarsync.fkg.generate import GenerationError, SamplingConfig, generate_keyframes
 from avatarsync.fkg.layout import KIND_DUR, KIND_REF, KIND_UNIT, prefix_layout
 from avatarsync.fkg.model import FKGModel
@@ -53,25 +53,36 @@ def test_fast_engine_samples_like_the_reference():
     assert not torch.equal(fast.codes, greedy.codes)
 
 
-def test_compact_prefix_keeps_exactly_the_visible_columns():
+def test_split_prefix_shares_the_reference_and_keeps_each_rows_own_columns():
     m = _model("one_to_one")
     ref, units, durs = _utterance(m.vocab, "abc")
     _, meta, _ = prefix_layout(m.vocab, ref, units, durs, m.stride)
-    index, valid = compact_prefix(m, torch.arange(3), meta)
+    shared, index, valid = split_prefix(m, torch.arange(3), meta)
     n_ref = 1 + ref.numel()
-    assert index.shape == (3, n_ref + 2) and valid.all()  # reference prefix + own duration and unit
+    assert torch.equal(shared, torch.arange(n_ref))  # <bos> + reference tokens: read by every row
+    assert (meta.kind[shared] == KIND_REF).all()
+    assert index.shape == (3, 2) and valid.all()  # each row: its own duration and unit tokens
     for row in range(3):
-        cols = index[row]
-        assert torch.equal(cols[:n_ref], torch.arange(n_ref))
-        assert (meta.kind[cols[:n_ref]] == KIND_REF).all()
-        assert meta.kind[cols[n_ref]] == KIND_DUR and meta.kind[cols[n_ref + 1]] == KIND_UNIT
-        assert (meta.segment[cols[n_ref:]] == row).all()
+        assert meta.kind[index[row, 0]] == KIND_DUR and meta.kind[index[row, 1]] == KIND_UNIT
+        assert (meta.segment[index[row]] == row).all()
     acc = _model("accumulative")
-    index, valid = compact_prefix(acc, torch.arange(3), meta)
-    assert valid.sum(1).tolist() == [n_ref + 2, n_ref + 4, n_ref + 6]  # units 0..i
+    shared, index, valid = split_prefix(acc, torch.arange(3), meta)
+    assert shared.numel() == n_ref + 2  # unit 0 is visible to every keyframe
+    assert valid.sum(1).tolist() == [0, 2, 4]  # units 1..i, padded to the widest row
 
 
 def test_unknown_engine_is_refused():
     m = _model("one_to_one")
     with pytest.raises(GenerationError, match="engine"):
         generate_keyframes(m, *_utterance(m.vocab), engine="turbo")
+
+
+def test_repeated_unit_duration_pairs_are_decoded_once_with_the_same_result():
+    m = _model("one_to_one")
+    ref, units, durs = _utterance(m.vocab, "abab")
+    durs = torch.tensor([durs[0], durs[1], durs[0], durs[2]])  # keyframe 2 repeats keyframe 0's pair
+    fast = generate_keyframes(m, ref, units, durs, return_logits=True)
+    plain = generate_keyframes(m, ref, units, durs, return_logits=True, dedupe=False)
+    assert torch.equal(fast.codes, plain.codes) and torch.equal(fast.codes[0], fast.codes[2])
+    torch.testing.assert_close(fast.logits, plain.logits, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(fast.codes[1], fast.codes[3])  # same unit, other duration: decoded on its own

@@ -7,10 +7,12 @@ codes and logits for every mask variant. Two things make it faster on a CPU:
 * no per-step framework work: the rotary tables, the slot embeddings, the
   attention mask and the fused q/k/v and gate/up weights are prepared once, and a
   step is ~10 tensor ops per layer;
-* each row keeps only the prefix columns its mask lets it read (for the one-to-one
-  mask: the reference prefix and its own duration/unit tokens), gathered into a
-  compact buffer, so a step's attention costs the same whatever the number of units
-  (the full buffer grows with every unit's two condition tokens).
+* the prefix columns every row may read (the reference prefix) are kept once and
+  attended with one matrix product for all rows; the other columns a row may read
+  (for the one-to-one mask: its own duration/unit tokens) go into a compact per-row
+  buffer beside its frame tokens. One softmax runs over both parts, so the result is
+  the same attention, but a step reads the shared keys once instead of once per row,
+  and costs the same whatever the number of units.
 """
 
 from __future__ import annotations
@@ -75,20 +77,40 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + rotated * sin
 
 
-def compact_prefix(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: the prefix columns its frame side may read, as indices ``[b, P]`` (padded with 0)
-    and a validity mask ``[b, P]``; ``P`` is the most any row reads."""
+def split_prefix(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which prefix columns the frame side of each row may read, split into the columns every row
+    reads (``shared [S]``) and the rest per row (``own [b, P]``, padded with 0, and its validity mask)."""
     b, p = segs.numel(), prefix_meta.kind.numel()
     q = TokenMeta(torch.full((b, 1), KIND_BEGIN, dtype=torch.long, device=segs.device), segs[:, None],
                   torch.full((b, 1), FRAME_OFFSET - 1, dtype=torch.long, device=segs.device))
     k = TokenMeta(prefix_meta.kind.expand(b, p), prefix_meta.segment.expand(b, p), prefix_meta.offset.expand(b, p))
     visible = allowed(q, k, model.mask_variant, model.window)[:, 0]  # [b, p]
-    counts = visible.sum(1)
-    width = int(counts.max())
-    # stable sort puts each row's visible columns first, in prefix order
-    order = torch.sort((~visible).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    common = visible.all(0)
+    shared = torch.nonzero(common).flatten()
+    rest = visible & ~common
+    counts = rest.sum(1)
+    width = int(counts.max()) if b else 0
+    # stable sort puts each row's remaining columns first, in prefix order
+    order = torch.sort((~rest).to(torch.int8), dim=1, stable=True).indices[:, :width]
     valid = torch.arange(width, device=segs.device)[None] < counts[:, None]
-    return torch.where(valid, order, torch.zeros_like(order)), valid
+    return shared, torch.where(valid, order, torch.zeros_like(order)), valid
+
+
+def _attend(q: torch.Tensor, shared_k: torch.Tensor, shared_v: torch.Tensor, own_k: torch.Tensor,
+            own_v: torch.Tensor, own_ok: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """Attention of ``q [b, h, 1, d]`` over keys shared by all rows ``[h, S, d]`` and each row's own
+    keys ``[b, h, L, d]`` (``own_ok [b, 1, 1, L]`` False = masked), one softmax over both."""
+    b, h, _, d = q.shape
+    qh = q.reshape(b, h, d).transpose(0, 1)  # [h, b, d]
+    s_shared = torch.matmul(qh, shared_k.transpose(1, 2)).transpose(0, 1).unsqueeze(2)  # [b, h, 1, S]
+    s_own = torch.matmul(q, own_k.transpose(2, 3))  # [b, h, 1, L]
+    if own_ok is not None:
+        s_own = s_own.masked_fill(~own_ok, float("-inf"))
+    weights = torch.softmax(torch.cat([s_shared, s_own], -1).float() * scale, -1).to(q.dtype)
+    n = shared_k.shape[1]
+    out = torch.matmul(weights[:, :, 0, :n].transpose(0, 1), shared_v).transpose(0, 1)  # [b, h, d]
+    return out.unsqueeze(2) + torch.matmul(weights[..., n:], own_v)
 
 
 @torch.no_grad()
@@ -109,18 +131,23 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
     layers = _layers(model)
     dtype = layers[0].qkv.dtype
 
-    index, valid = compact_prefix(model, segs, prefix_meta)
+    shared, index, valid = split_prefix(model, segs, prefix_meta)
     width = index.shape[1]
+    if kv_heads != heads:  # FKGModel builds plain multi-head attention
+        raise ValueError(f"fast decoding needs num_key_value_heads == num_attention_heads, got {kv_heads} != {heads}")
     gather = index[:, None, :, None].expand(b, kv_heads, width, head_dim)
-    kbuf, vbuf = [], []
+    shared_kv, kbuf, vbuf = [], [], []
     for k, v in prefix_kv:
-        kb = k.new_empty((b, kv_heads, width + f, head_dim))
-        vb = v.new_empty((b, kv_heads, width + f, head_dim))
+        shared_kv.append((k[0, :, shared], v[0, :, shared]))
+        kb = k.new_empty((b, heads, width + f, head_dim))
+        vb = v.new_empty((b, heads, width + f, head_dim))
         kb[:, :, :width] = k.expand(b, -1, -1, -1).gather(2, gather)
         vb[:, :, :width] = v.expand(b, -1, -1, -1).gather(2, gather)
         kbuf.append(kb)
         vbuf.append(vb)
-    mask = torch.cat([valid, torch.ones((b, f), dtype=torch.bool, device=device)], 1)[:, None, None, :]
+    own_ok = None
+    if not bool(valid.all()):
+        own_ok = torch.cat([valid, torch.ones((b, f), dtype=torch.bool, device=device)], 1)[:, None, None, :]
 
     # per-step tables: positions -> rotary cos/sin, slot embeddings, the [B] token's embedding
     steps = [frame_step_layout(segs, t, f, model.stride) for t in range(f)]
@@ -147,7 +174,7 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
         x = x.to(dtype)
         c, s = cos[:, :, t:t + 1], sin[:, :, t:t + 1]
         length = width + t + 1
-        step_mask = mask[..., :length]
+        step_ok = own_ok[..., :length] if own_ok is not None else None
         for li, ly in enumerate(layers):
             h = _rms(x, ly.norm1, ly.eps1)
             qkv = F.linear(h, ly.qkv, ly.qkv_bias)
@@ -157,9 +184,7 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
             q, k = _rotate(q, c, s), _rotate(k, c, s)
             kbuf[li][:, :, width + t:width + t + 1] = k
             vbuf[li][:, :, width + t:width + t + 1] = v
-            att = F.scaled_dot_product_attention(q, kbuf[li][:, :, :length], vbuf[li][:, :, :length],
-                                                 attn_mask=step_mask, scale=scale,
-                                                 enable_gqa=kv_heads != heads)
+            att = _attend(q, *shared_kv[li], kbuf[li][:, :, :length], vbuf[li][:, :, :length], step_ok, scale)
             x = x + F.linear(att.reshape(b, q_width), ly.o, ly.o_bias)
             h = _rms(x, ly.norm2, ly.eps2)
             gate, up = F.linear(h, ly.gate_up, ly.gate_up_bias).chunk(2, dim=-1)

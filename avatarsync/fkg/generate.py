@@ -118,7 +118,7 @@ def _prefix_kv(model: FKGModel, ids: torch.Tensor, meta: TokenMeta, position: to
 def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Sequence[int] | torch.Tensor,
                        dur_ids: Sequence[int] | torch.Tensor, sampling: SamplingConfig | None = None,
                        batch_size: int | None = None, use_cache: bool = True,
-                       return_logits: bool = False, engine: str = "fast") -> KeyframeResult:
+                       return_logits: bool = False, engine: str = "fast", dedupe: bool = True) -> KeyframeResult:
     """Predict the visual codes of every keyframe of one utterance.
 
     ``ref_codes [h, w]``: the reference image's codes; ``unit_ids``/``dur_ids [N]``: vocabulary
@@ -126,7 +126,9 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
     (None = all at once, 1 = one at a time). ``use_cache=False`` recomputes the whole
     sequence at every step (slow; for checking the cache). ``engine``: "fast" runs the
     cached steps through fast_decode (the default), "transformers" through the model's
-    transformers forward (its reference twin).
+    transformers forward (its reference twin). ``dedupe``: under the one-to-one mask with
+    stride 0 a keyframe depends only on its own (unit, duration) pair and the reference, so
+    greedy decoding computes each distinct pair once and copies it to its repeats.
     """
     sampling = sampling or SamplingConfig()
     vocab: FKGVocab = model.vocab
@@ -142,6 +144,15 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
         raise GenerationError(f"engine must be one of {ENGINES}, got {engine!r}")
     if batch_size is not None and batch_size < 1:
         raise GenerationError(f"batch_size must be >= 1 or None, got {batch_size}")
+    if (dedupe and sampling.temperature <= 0 and model.mask_variant == "one_to_one" and model.stride == 0
+            and unit_ids.numel() == dur_ids.numel()):
+        pairs, inverse = torch.unique(torch.stack([unit_ids, dur_ids], 1), dim=0, return_inverse=True)
+        if len(pairs) < n:
+            res = generate_keyframes(model, ref_codes, pairs[:, 0], pairs[:, 1], sampling, batch_size, use_cache,
+                                     return_logits, engine, dedupe=False)
+            inverse = inverse.to(res.codes.device)
+            return KeyframeResult(codes=res.codes[inverse],
+                                  logits=None if res.logits is None else res.logits[inverse])
     h, w = ref_codes.shape
     f = h * w
     model.check_grid(f)
