@@ -1,4 +1,4 @@
-"""Lean keyframe decoding: the Llama layers run directly on a compact per-row KV buffer.
+"""Lean keyframe decoding: the Llama layers run directly on shared and per-row KV buffers.
 
 Same computation as ``generate._decode_rows`` (its reference twin, through the
 transformers forward); ``tests/test_fkg_fast_decode.py`` checks both give the same
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .layout import FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, TokenMeta, frame_step_layout, slot_ids
+from .layout import FRAME_OFFSET, KIND_BEGIN, TokenMeta, frame_step_layout, slot_ids
 from .masks import allowed
 from .model import FKGModel
 from .vocab import split_codes
@@ -155,9 +155,8 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
     probe = torch.zeros(1, dtype=dtype, device=device)
     cos, sin = model.backbone.rotary_emb(probe, positions)
     cos, sin = cos.to(dtype)[:, None], sin.to(dtype)[:, None]  # [b, 1, f, head_dim]
-    offsets = FRAME_OFFSET - 1 + torch.arange(f, device=device)
-    kinds = torch.full((f,), KIND_FRAME, dtype=torch.long, device=device)
-    kinds[0] = KIND_BEGIN
+    kinds = torch.stack([meta.kind[0] for meta, _ in steps])  # a step's kind and offset are the same in every row
+    offsets = torch.stack([meta.offset[0] for meta, _ in steps])
     slot_vec = model.slot_embed(slot_ids(kinds, offsets, model.size.max_frame_tokens))  # [f, hidden]
     begin = model.backbone.embed_tokens(torch.tensor([vocab.begin_frame_id], device=device))[0]
     final_norm = model.backbone.norm

@@ -6,10 +6,12 @@ Decoding runs in two phases:
    unit tokens) is computed once, batch size 1. Its keys/values do not depend
    on which keyframe reads them (masks.py), so they are shared.
 2. All keyframes (or chunks of ``batch_size``) decode together, one row per
-   keyframe: the prefix cache is copied once into a preallocated buffer of
-   ``rows x (prefix + frame)`` slots, then ``1 + h*w`` steps feed [B] and the
-   frame tokens; each row's mask selects the prefix columns its variant may
-   read plus its own earlier frame tokens.
+   keyframe: ``1 + h*w`` steps feed [B] and the frame tokens; each row reads
+   the prefix columns its variant allows plus its own earlier frame tokens.
+   ``engine="fast"`` (default) runs the steps in fast_decode.py;
+   ``engine="transformers"`` (``_decode_rows``, its reference twin) copies the
+   prefix cache into a preallocated ``rows x (prefix + frame)`` buffer and runs
+   the model's transformers forward.
 
 Row i's tokens get the same positions and masks as in the packed training
 layout, so batched, one-at-a-time and cache-free decoding agree (tests).

@@ -76,23 +76,24 @@ ENCODING_FIELDS = ("size", "channels", "channel_mult", "num_res_blocks", "downsa
                    "norm_min_channels", "quantizer", "codebook_bits", "factors", "vq_dim", "reference_encoder")
 
 
-def token_fingerprint(model: nn.Module) -> str:
-    """Short hash of what decides a tokenizer's tokens (encoder and quantizer); equal for two tokenizers
-    that encode identically however their decoders differ (e.g. a stage-2 decoder on a frozen encoder)."""
-    tok = unwrap_tokenizer(model)
-    h = hashlib.sha256(repr([(k, getattr(tok.config, k)) for k in ENCODING_FIELDS]).encode())
+def _weights_hash(tok: VisualTokenizer, config_repr: str, prefixes: tuple[str, ...] = ("",)) -> str:
+    """Short sha256 of ``config_repr`` and the weights whose names start with one of ``prefixes``."""
+    h = hashlib.sha256(config_repr.encode())
     for name, t in sorted(tok.state_dict().items()):
-        if name.startswith(("encoder.", "quantizer.")):
+        if name.startswith(prefixes):
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
+def token_fingerprint(model: nn.Module) -> str:
+    """Short hash of what decides a tokenizer's tokens (encoder and quantizer); equal for two tokenizers
+    that encode identically however their decoders differ (e.g. a stage-2 decoder on a frozen encoder)."""
+    tok = unwrap_tokenizer(model)
+    return _weights_hash(tok, repr([(k, getattr(tok.config, k)) for k in ENCODING_FIELDS]), ("encoder.", "quantizer."))
+
+
 def tokenizer_fingerprint(model: nn.Module) -> str:
     """Short hash of a tokenizer's config and weights (names token caches)."""
     tok = unwrap_tokenizer(model)
-    h = hashlib.sha256(repr(sorted((k, v) for k, v in vars(tok.config).items() if k != "loss")).encode())
-    for name, t in sorted(tok.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return _weights_hash(tok, repr(sorted((k, v) for k, v in vars(tok.config).items() if k != "loss")))

@@ -113,8 +113,7 @@ class EMA:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-        for name, s, m in zip(self.shadow.state_dict(), self.shadow.state_dict().values(),
-                              model.state_dict().values()):
+        for (name, s), m in zip(self.shadow.state_dict().items(), model.state_dict().values()):
             if s.is_floating_point() and name not in frozen:  # frozen weights are copied: no rounding drift
                 s.mul_(decay).add_(m.detach().to(s.dtype), alpha=1 - decay)
             else:
