@@ -26,6 +26,11 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=25.0, help="video frame rate")
     p.add_argument("--identities", type=int, default=60,
                    help="number of distinct drawn identities, split between train/val/test")
+    p.add_argument("--identity-offset", type=int, default=0,
+                   help="number the identities from here (a second corpus of new faces: offset past the first's)")
+    p.add_argument("--train-only", action="store_true",
+                   help="every clip a training clip, from the training sentences of this seed: extra training "
+                        "data for a corpus of the same seed (use --identity-offset so the faces are new)")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     p.add_argument("--no-video", action="store_true",
                    help="skip the per-clip MP4 (frames, audio and ground truth are still written)")
@@ -36,7 +41,8 @@ def _run_synth(args: argparse.Namespace) -> int:
     from .data.synth import SynthConfig, generate_corpus
 
     cfg = SynthConfig(out=args.out, clips=args.clips, seed=args.seed, lang=args.lang, size=args.size,
-                      fps=args.fps, identities=args.identities, workers=args.workers, video=not args.no_video)
+                      fps=args.fps, identities=args.identities, workers=args.workers, video=not args.no_video,
+                      identity_offset=args.identity_offset, train_only=args.train_only)
     summary = generate_corpus(cfg, progress=not args.quiet)
     print(f"wrote {summary['clips']} clips ({summary['video_seconds']:.1f} s of video) to {args.out} "
           f"in {summary['wall_seconds']:.1f} s: {summary['realtime_factor']:.2f} s of compute per s of video "
@@ -98,6 +104,9 @@ def _add_speak(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aligner", default="auto", help="aligner for --audio: auto, whisperx, pocketsphinx or espeak")
     p.add_argument("--temperature", type=float, default=0.0, help="keyframe sampling temperature (0 = greedy)")
     p.add_argument("--top-k", type=int, default=0, help="keyframe sampling top-k (0 = off)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale on the phonemes (1 = off; default: the bundle's "
+                        "pipeline.yaml guidance)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or timing table")
 
 
@@ -108,7 +117,7 @@ def _run_speak(args: argparse.Namespace) -> int:
     res = pipe.speak(text=args.text, audio=args.audio, transcript=args.transcript, image=args.image, out=args.out,
                      lang=args.lang, seed=args.seed, crop_only=args.crop_only, voice=args.voice, rate=args.rate,
                      pitch=args.pitch, aligner=args.aligner, temperature=args.temperature, top_k=args.top_k,
-                     progress=not args.quiet)
+                     guidance=args.guidance, progress=not args.quiet)
     total = sum(res.timings.values())
     if not args.quiet:
         print(f"{'stage':<14}{'seconds':>9}{'s per s of video':>18}", file=sys.stderr)
@@ -128,13 +137,16 @@ def _add_bundle(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unit-key", default="viseme", choices=["viseme", "symbol"],
                    help="what the keyframe model's unit tokens are (must match its training)")
     p.add_argument("--avatar-identity", type=int, default=7, help="procedural identity used as the default avatar")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="default classifier-free guidance scale of `speak` with this bundle (1 = off; >1 needs a "
+                        "keyframe model trained with loss.unit_dropout)")
 
 
 def _run_bundle(args: argparse.Namespace) -> int:
     from .pipeline import BundleInfo, make_bundle
 
-    out = make_bundle(args.out, args.tokenizer, args.fkg, args.interp, BundleInfo(unit_key=args.unit_key),
-                      avatar_identity=args.avatar_identity)
+    info = BundleInfo(unit_key=args.unit_key, guidance=args.guidance)
+    out = make_bundle(args.out, args.tokenizer, args.fkg, args.interp, info, avatar_identity=args.avatar_identity)
     print(f"wrote model bundle {out}")
     return 0
 

@@ -47,6 +47,7 @@ class BundleInfo:
     avatar: str = "avatar.png"
     avatar_landmarks: str = "avatar.json"
     trained_on: str = ""  # free text: corpus and recipe that made it
+    guidance: float = 1.0  # default classifier-free guidance scale of the keyframe model (1 = off)
     metrics: dict = field(default_factory=dict)
 
 
@@ -181,8 +182,9 @@ class Pipeline:
 
     @torch.no_grad()
     def keyframes(self, ref_crop: np.ndarray, track, seed: int = 0, temperature: float = 0.0,
-                  top_k: int = 0) -> torch.Tensor:
-        """Visual codes (K, h, w) of one keyframe per unit, all decoded as one batch.
+                  top_k: int = 0, guidance: float | None = None) -> torch.Tensor:
+        """Visual codes (K, h, w) of one keyframe per unit, all decoded as one batch
+        (``guidance``: classifier-free guidance scale; None = the bundle's).
 
         ``track`` must hold no zero-length units (``speak`` removes them with ``_positive_units``)."""
         from .fkg.generate import SamplingConfig, generate_keyframes, track_ids
@@ -191,7 +193,8 @@ class Pipeline:
         ref = self.tokenizer.encode(portrait, reference=portrait if self.tokenizer.config.reference_encoder else None)[0]
         unit_ids, dur_ids = track_ids(self.fkg.vocab, track.units, self.info.unit_key)
         result = generate_keyframes(self.fkg, ref, unit_ids.to(self.device), dur_ids.to(self.device),
-                                    SamplingConfig(temperature=temperature, top_k=top_k, seed=seed))
+                                    SamplingConfig(temperature=temperature, top_k=top_k, seed=seed,
+                                                   guidance=self.info.guidance if guidance is None else guidance))
         return result.codes
 
     @torch.no_grad()
@@ -236,8 +239,10 @@ class Pipeline:
     def speak(self, text: str | None = None, audio: str | Path | None = None, transcript: str | None = None,
               image: str | Path | np.ndarray | None = None, out: str | Path | None = "out.mp4", lang: str = "en",
               seed: int = 0, crop_only: bool = False, voice: str | None = None, rate: int = 160, pitch: int = 50,
-              aligner: str = "auto", temperature: float = 0.0, top_k: int = 0, progress: bool = False) -> SpeakResult:
-        """Make the talking-head video; ``out=None`` returns frames without writing a file."""
+              aligner: str = "auto", temperature: float = 0.0, top_k: int = 0, guidance: float | None = None,
+              progress: bool = False) -> SpeakResult:
+        """Make the talking-head video; ``out=None`` returns frames without writing a file.
+        ``guidance``: classifier-free guidance scale of the keyframes (None = the bundle's default)."""
         from tqdm.auto import tqdm
 
         if out is not None:
@@ -259,7 +264,8 @@ class Pipeline:
             portrait, aligned = self.crop(img, source=str(image) if isinstance(image, (str, Path)) else "the image")
         step("crop")
         with _timed(timings, "keyframes"):
-            codes = self.keyframes(aligned.crop, keyed, seed=seed, temperature=temperature, top_k=top_k)
+            codes = self.keyframes(aligned.crop, keyed, seed=seed, temperature=temperature, top_k=top_k,
+                                   guidance=guidance)
         step("keyframes")
         with _timed(timings, "decode"):
             reference = self.reference(aligned.crop)

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 A=.venv/bin/avatarsync
 [ -f runs/corpus/manifest.jsonl ] || $A synth-data --out runs/corpus --clips 500 --seed 0 --identities 200 --lang en --no-video
+[ -f runs/corpus_extra/manifest.jsonl ] || $A synth-data --out runs/corpus_extra --clips 3000 --seed 0 --identities 1500 --identity-offset 200 --train-only --lang en --no-video --workers 2
 [ -f runs/tokenizer_plain/final/model.safetensors ] || $A train tokenizer --config recipes/tokenizer_plain.yaml
 [ -f runs/fkg/final/model.safetensors ] || $A train fkg --config recipes/fkg_default.yaml
 [ -f runs/tokenizer/final/model.safetensors ] || $A train tokenizer --config recipes/tokenizer_default.yaml

@@ -12,9 +12,9 @@ from avatarsync.fkg.vocab import FKGVocab
 UNITS = ["a", "b", "c", "d", "e", "f"]
 
 
-def _model(variant, k=16, seed=0):
+def _model(variant, k=16, seed=0, frame_window=None):
     torch.manual_seed(seed)
-    m = FKGModel(FKGVocab(units=UNITS, codebook_size=k), "tiny", variant)
+    m = FKGModel(FKGVocab(units=UNITS, codebook_size=k), "tiny", variant, frame_window=frame_window)
     with torch.no_grad():  # larger weights than the init, so that every input moves the logits
         for p in m.parameters():
             if p.dim() > 1:
@@ -40,6 +40,46 @@ def test_fast_engine_matches_transformers_engine(variant, k):
     torch.testing.assert_close(fast.logits, slow.logits, atol=1e-4, rtol=1e-4)
     chunked = generate_keyframes(m, ref, units, durs, batch_size=4, engine="fast")
     assert torch.equal(chunked.codes, fast.codes)
+
+
+@pytest.mark.parametrize("variant", ["one_to_one", "accumulative"])
+def test_windowed_model_generates_only_the_window_and_engines_agree(variant):
+    box = [0.5, 0.3, 1.0, 1.0]  # rows 0.3*3 -> 0 .. 3, cols 2 .. 4 of a 3 x 4 grid
+    m = _model(variant, k=64, frame_window=box)
+    ref, units, durs = _utterance(m.vocab)
+    fast = generate_keyframes(m, ref, units, durs, return_logits=True, engine="fast")
+    slow = generate_keyframes(m, ref, units, durs, return_logits=True, engine="transformers")
+    nocache = generate_keyframes(m, ref, units, durs, engine="transformers", use_cache=False)
+    assert fast.codes.shape == (len(units), 3, 4) and fast.logits.shape[1] == 3 * 2
+    assert torch.equal(fast.codes, slow.codes) and torch.equal(fast.codes, nocache.codes)
+    torch.testing.assert_close(fast.logits, slow.logits, atol=1e-4, rtol=1e-4)
+    assert torch.equal(fast.codes[:, :, :2], ref[None, :, :2].expand(len(units), -1, -1))  # outside: the reference
+    assert not torch.equal(fast.codes[:, :, 2:], ref[None, :, 2:].expand(len(units), -1, -1))
+
+
+@pytest.mark.parametrize("frame_window", [None, [0.5, 0.0, 1.0, 1.0]])
+def test_guided_decoding_engines_agree_and_follow_the_guided_logits(frame_window):
+    from avatarsync.fkg.vocab import UNK_UNIT
+
+    m = _model("one_to_one", k=64, frame_window=frame_window)
+    ref, units, durs = _utterance(m.vocab, "abcd")
+    scale = 3.0
+    fast = generate_keyframes(m, ref, units, durs, SamplingConfig(guidance=scale), return_logits=True)
+    slow = generate_keyframes(m, ref, units, durs, SamplingConfig(guidance=scale), return_logits=True,
+                              engine="transformers", dedupe=False)
+    assert torch.equal(fast.codes, slow.codes)
+    torch.testing.assert_close(fast.logits, slow.logits, atol=1e-4, rtol=1e-4)
+    plain = generate_keyframes(m, ref, units, durs, return_logits=True)
+    assert not torch.equal(plain.codes, fast.codes)
+    # the guided logits of the first step are u + s (c - u), from the keyframe and its <unk> twin alone
+    unk = torch.full_like(units, m.vocab.special_id(UNK_UNIT))
+    uncond = generate_keyframes(m, ref, unk, durs, return_logits=True)
+    expect = uncond.logits[:, 0] + scale * (plain.logits[:, 0] - uncond.logits[:, 0])
+    torch.testing.assert_close(fast.logits[:, 0], expect, atol=1e-4, rtol=1e-4)
+    one = generate_keyframes(m, ref, units, durs, SamplingConfig(guidance=1.0), return_logits=True)
+    assert torch.equal(one.codes, plain.codes)
+    with pytest.raises(GenerationError, match="one-to-one"):
+        generate_keyframes(_model("global"), ref, units, durs, SamplingConfig(guidance=2.0))
 
 
 def test_fast_engine_samples_like_the_reference():

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from avatarsync.fkg.layout import (
-    IGNORE, KIND_PAD, TokenMeta, collate_packed, pack_utterance, prefix_layout, unpack_utterance,
+    IGNORE, KIND_PAD, LayoutError, TokenMeta, collate_packed, crop_window, pack_utterance, paste_window,
+    prefix_layout, unpack_utterance, window_cells, window_grid,
 )
 from avatarsync.fkg.masks import MaskError, allowed, backend_mask, canonical_variant, packed_mask
 from avatarsync.fkg.vocab import FKGVocab, VocabError, build_unit_list, code_factors, merge_codes, split_codes
@@ -67,6 +68,48 @@ def test_pack_unpack_round_trip_and_labels():
     assert p.position[:7].tolist() == list(range(7))
     assert p.position[s1:s1 + 9].tolist() == [7 + 3 + k for k in range(9)]
     assert pack_utterance(v, ref, units, durs, frames, stride=0).position[s1:s1 + 9].tolist() == [7 + k for k in range(9)]
+
+
+def test_frame_window_cells_crop_and_paste():
+    assert window_cells((16, 16), None) == (0, 16, 0, 16) and window_cells((16, 16), []) == (0, 16, 0, 16)
+    # cells partly inside count: rows floor(0.58*16)=9 .. ceil(0.88*16)=15, cols 4 .. 12
+    assert window_cells((16, 16), [0.3, 0.58, 0.7, 0.88]) == (9, 15, 4, 12)
+    assert window_grid((16, 16), [0.3, 0.58, 0.7, 0.88]) == (6, 8)
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randint(0, 99, (4, 6), generator=g)
+    frames = torch.randint(100, 199, (3, 4, 6), generator=g)
+    box = [0.5, 0.5, 1.0, 1.0]  # bottom-right 2 x 3 cells
+    win = crop_window(frames, box)
+    assert win.shape == (3, 2, 3) and torch.equal(win, frames[:, 2:, 3:])
+    full = paste_window(ref, win, box)
+    assert torch.equal(full[:, 2:, 3:], frames[:, 2:, 3:])
+    outside = torch.ones(4, 6, dtype=torch.bool)
+    outside[2:, 3:] = False
+    assert bool((full[:, outside] == ref[outside]).all())
+    assert torch.equal(paste_window(ref, frames, None), frames)
+    for bad in ([0.5, 0.5, 0.4, 1.0], [0.0, 0.0, 1.2, 1.0], [0.1, 0.2]):
+        with pytest.raises(LayoutError):
+            window_cells((4, 6), bad)
+    with pytest.raises(LayoutError):
+        paste_window(ref, frames[:, :1], box)
+
+
+def test_pack_unpack_with_a_frame_window():
+    v = _vocab()
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randint(0, 16, (4, 4), generator=g)
+    win = torch.randint(0, 16, (2, 2, 3), generator=g)
+    units = [v.unit_id(u) for u in "ab"]
+    durs = [v.duration_id(d) for d in (0.05, 0.1)]
+    p = pack_utterance(v, ref, units, durs, win, stride=0)
+    assert p.grid == (2, 3) and p.ref_grid == (4, 4)
+    assert len(p) == (1 + 16) + 2 * (3 + 6) and (p.labels != IGNORE).sum() == 2 * 6
+    back = unpack_utterance(v, p)
+    assert torch.equal(back["ref_codes"], ref) and torch.equal(back["frame_codes"], win)
+    # segment 1 starts after the full reference prefix; stride 0 puts every segment at the same positions
+    assert p.position[17 + 9:17 + 18].tolist() == p.position[17:17 + 9].tolist() == [17 + k for k in range(9)]
+    empty = pack_utterance(v, ref, units, durs, frame_grid=(2, 3))
+    assert len(empty) == len(p) and bool((empty.labels == IGNORE).all())
 
 
 def test_prefix_layout_matches_packed_positions():

@@ -233,6 +233,23 @@ def test_token_cache_from_a_corpus_and_mouth_metrics(tmp_path):
         assert key in metrics and np.isfinite(metrics[key]), key
 
 
+def test_extra_corpora_add_their_training_clips_only(tmp_path):
+    _write_corpus(tmp_path / "corpus")
+    _write_corpus(tmp_path / "more", n_clips=3)  # 2 train clips + 1 val clip (which must stay out)
+    tok = FakeTokenizer(levels=4, down=8)
+    cfg = FKGConfig(size="tiny")
+    cfg.data.corpus = str(tmp_path / "corpus")
+    cfg.data.extra_corpora = [str(tmp_path / "more")]
+    cfg.data.max_units = 3
+    cfg.data.align, cfg.data.crop_size = "none", 32
+    task = FKGTask(cfg, tokenizer=tok)
+    train, val = task.train_dataset(), task.val_dataset()
+    assert (tmp_path / "more" / "fkg_token_cache" / "index.json").is_file()
+    assert len(train) == (3 + 2) * 2 and len(val) == 2  # 5 train clips of 5 units -> chunks of 3 + 2
+    batch = task.collate([train[i] for i in range(len(train))])
+    assert batch["ids"].shape[0] == 10 and torch.isfinite(task.compute_loss(task.build_model(), batch)[0])
+
+
 def test_mouth_weighted_cross_entropy_weights_exactly_the_mouth_cells():
     from avatarsync.fkg.layout import IGNORE
     from avatarsync.fkg.model import code_cross_entropy
@@ -252,3 +269,73 @@ def test_mouth_weighted_cross_entropy_weights_exactly_the_mouth_cells():
     plain, _ = code_cross_entropy(logits, labels, task.vocab.factors)
     same, _ = code_cross_entropy(logits, labels, task.vocab.factors, torch.ones(len(labels)))
     torch.testing.assert_close(plain, same)
+
+
+def test_windowed_model_learns_its_cells_keeps_the_reference_elsewhere_and_round_trips(tmp_path):
+    from avatarsync.fkg.task import load_fkg, save_fkg
+
+    tok = FakeTokenizer()
+    cfg = FKGConfig(size="tiny", frame_window=[0.0, 0.5, 1.0, 1.0])  # the bottom row of a 2x2 grid
+    task = FKGTask(cfg, train_examples=_pixel_examples(128, 0, tok), val_examples=_pixel_examples(4, 1, tok),
+                   tokenizer=tok)
+    batch = task.collate([task.train_dataset()[i] for i in range(2)])
+    assert batch["grid"].tolist() == [1, 2] and batch["ref_grid"].tolist() == [2, 2]
+    model, hist = _train(task, 80)  # half the labels per step of a full-grid model
+    assert model.frame_window == (0.0, 0.5, 1.0, 1.0)
+    assert hist[-1]["ce"] < 0.1 * hist[0]["ce"]
+    val = task.val_dataset()
+    vb = task.collate([val[i] for i in range(len(val))])
+    m = task.evaluate(model, [vb])
+    assert m["gen_code_acc"] >= 0.95  # over the window's cells
+    part = task._row(vb, 0)
+    from avatarsync.fkg.generate import generate_keyframes
+
+    codes = generate_keyframes(model, part["ref_codes"], part["unit_ids"], part["dur_ids"]).codes
+    assert torch.equal(codes[:, 0], part["ref_codes"][None, 0].expand(len(codes), -1))
+    save_fkg(model, tmp_path / "fkg", cfg)
+    again = load_fkg(tmp_path / "fkg")
+    assert again.frame_window == model.frame_window
+    assert torch.equal(generate_keyframes(again, part["ref_codes"], part["unit_ids"], part["dur_ids"]).codes, codes)
+    # stage 2 decodes window logits completed with the reference's codes
+    cfg2 = FKGConfig(size="tiny", init_from=str(tmp_path / "fkg"))
+    cfg2.loss.stage = 2
+    task2 = FKGTask(cfg2, train_examples=_pixel_examples(16, 0, tok), val_examples=[], tokenizer=tok)
+    assert task2.frame_window == model.frame_window
+    model2 = task2.build_model()
+    loss, logs = task2.compute_loss(model2, task2.collate([task2.train_dataset()[i] for i in range(4)]))
+    loss.backward()
+    assert torch.isfinite(loss) and model2.head.weight.grad.abs().sum() > 0
+
+
+def test_unit_dropout_replaces_units_in_training_only_and_guided_decoding_still_learns():
+    from avatarsync.fkg.layout import KIND_UNIT
+    from avatarsync.fkg.vocab import UNK_UNIT
+
+    tok = FakeTokenizer()
+    cfg = FKGConfig(size="tiny")
+    cfg.loss.unit_dropout = 0.5
+    cfg.eval.guidance = 2.0
+    task = FKGTask(cfg, train_examples=_pixel_examples(128, 0, tok), val_examples=_pixel_examples(4, 1, tok),
+                   tokenizer=tok)
+    batch = task.collate([task.train_dataset()[i] for i in range(8)])
+    seen = []
+    torch.manual_seed(0)
+    model = task.build_model()
+    model.backbone.register_forward_pre_hook(lambda mod, args, kw: seen.append(kw["inputs_embeds"].clone()),
+                                             with_kwargs=True)
+    model.train()
+    task._forward(model, batch)
+    model.eval()
+    task._forward(model, batch)
+    units = batch["kind"] == KIND_UNIT
+    unk_embed = model.backbone.embed_tokens.weight[task.vocab.special_id(UNK_UNIT)]
+    def is_unk(x):
+        return torch.isclose(x[units] - model.slot_embed.weight[1 + model.size.max_frame_tokens + 1],
+                             unk_embed.expand(int(units.sum()), -1)).all(-1)
+    dropped = is_unk(seen[0])
+    assert 0.2 < float(dropped.float().mean()) < 0.8 and not bool(is_unk(seen[1]).any())
+    cfg.loss.unit_dropout = 0.1
+    model, hist = _train(task, 80)
+    val = task.val_dataset()
+    m = task.evaluate(model, [task.collate([val[i] for i in range(len(val))])])
+    assert m["gen_code_acc"] >= 0.95  # guided (eval.guidance = 2)

@@ -30,6 +30,16 @@ def test_plans_split_identities_and_sentences_disjointly():
         assert len({p.identity for p in plans}) >= 50
 
 
+def test_train_only_plans_add_new_faces_and_training_sentences_only():
+    base = plan_clips(SynthConfig(clips=300, seed=1, identities=60))
+    extra = plan_clips(SynthConfig(clips=300, seed=1, identities=500, identity_offset=60, train_only=True))
+    assert {p.split for p in extra} == {"train"}
+    assert min(p.identity for p in extra) >= 60 and len({p.identity for p in extra}) > 150
+    assert not {p.identity for p in extra} & {p.identity for p in base}
+    held_out = {p.sentence_id for p in base if p.split != "train"}
+    assert not {p.sentence_id for p in extra} & held_out
+
+
 def test_plans_are_deterministic():
     assert plan_clips(SynthConfig(clips=30, seed=7)) == plan_clips(SynthConfig(clips=30, seed=7))
     assert plan_clips(SynthConfig(clips=30, seed=7)) != plan_clips(SynthConfig(clips=30, seed=8))

@@ -35,6 +35,10 @@ class SynthConfig:
     size: int = 128  # frame size in pixels (square, even)
     fps: float = 25.0
     identities: int = 60  # size of the identity pool split across train/val/test
+    identity_offset: int = 0  # identities are numbered identity_offset .. identity_offset + identities - 1
+    # Every clip a training clip (identities all train; sentences from this seed's training sentences):
+    # extra training data for another corpus of the same seed whose identities it does not overlap.
+    train_only: bool = False
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     rate_jitter: int = 15  # speaking rate varies by +- this many words/min around 160
     workers: int = 1  # parallel processes
@@ -60,19 +64,25 @@ def plan_clips(cfg: SynthConfig) -> list[ClipPlan]:
         raise InputError(f"--clips must be at least 1, got {cfg.clips}")
     if cfg.size < 32 or cfg.size % 2:
         raise InputError(f"--size must be an even number >= 32, got {cfg.size}")
-    if cfg.identities < 3:
+    if cfg.identities < (1 if cfg.train_only else 3):
         raise InputError(f"identities must be at least 3 (train/val/test), got {cfg.identities}")
+    if cfg.identity_offset < 0:
+        raise InputError(f"--identity-offset must be >= 0, got {cfg.identity_offset}")
     rng = np.random.default_rng(cfg.seed)
-    id_split = split_indices(cfg.identities, cfg.split, seed=cfg.seed + 1)
+    if cfg.train_only:
+        id_split = {"train": list(range(cfg.identities))}
+        splits = ["train"] * cfg.clips
+    else:
+        id_split = split_indices(cfg.identities, cfg.split, seed=cfg.seed + 1)
+        splits = clip_splits(cfg.clips, cfg.split)
     langs = ["en", "zh"] if cfg.lang == "mix" else [cfg.lang]
     sent_split = {lang: split_indices(len(sentence_pool(lang)), cfg.split, seed=cfg.seed + 2) for lang in langs}
-    splits = clip_splits(cfg.clips, cfg.split)
     plans = []
     for i, split in enumerate(splits):
         lang = langs[i % len(langs)]
         pool = sentence_pool(lang)
         sent_idx = int(rng.choice(sent_split[lang][split]))
-        identity = int(rng.choice(id_split[split]))
+        identity = cfg.identity_offset + int(rng.choice(id_split[split]))
         rate = 160 + int(rng.integers(-cfg.rate_jitter, cfg.rate_jitter + 1))
         plans.append(ClipPlan(i, f"{lang}-{i:05d}", split, identity, lang, f"{lang}-{sent_idx:04d}",
                               pool[sent_idx], int(rng.integers(0, 2**31 - 1)), rate))

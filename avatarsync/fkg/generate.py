@@ -28,12 +28,12 @@ from typing import Sequence
 import torch
 
 from .layout import (
-    FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, TokenMeta, frame_step_layout, prefix_layout,
+    FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, TokenMeta, frame_step_layout, paste_window, prefix_layout, window_grid,
 )
 from .fast_decode import decode_rows_fast
 from .masks import allowed
 from .model import FKGModel, digit_logits
-from .vocab import FKGVocab, merge_codes
+from .vocab import UNK_UNIT, FKGVocab, merge_codes
 
 
 ENGINES = ("fast", "transformers")
@@ -48,12 +48,16 @@ class SamplingConfig:
     temperature: float = 0.0  # 0 = greedy
     top_k: int = 0  # 0 = no top-k filter (applied per code digit)
     seed: int = 0
+    # Classifier-free guidance scale on the unit (one-to-one mask): each step's logits are
+    # u + guidance * (c - u), c with the keyframe's unit and u with <unk> in its place. 1 = off.
+    # Meant for models trained with loss.unit_dropout > 0 (they learn what <unk> means).
+    guidance: float = 1.0
 
 
 @dataclass
 class KeyframeResult:
-    codes: torch.Tensor  # [N, h, w] visual codes
-    logits: torch.Tensor | None = None  # [N, h*w, sum(factors)] when requested
+    codes: torch.Tensor  # [N, h, w] visual codes (a windowed model's cells pasted into the reference codes)
+    logits: torch.Tensor | None = None  # [N, f, sum(factors)] of the f generated cells, when requested
 
 
 def _buffer_cache(prefix_kv: list[tuple[torch.Tensor, torch.Tensor]], rows: int, extra: int):
@@ -131,6 +135,10 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
     transformers forward (its reference twin). ``dedupe``: under the one-to-one mask with
     stride 0 a keyframe depends only on its own (unit, duration) pair and the reference, so
     greedy decoding computes each distinct pair once and copies it to its repeats.
+    A model with a frame window (``model.frame_window``) generates only the window's cells;
+    the rest of each keyframe is ``ref_codes``. ``sampling.guidance != 1`` decodes every keyframe
+    beside an unconditional twin (its unit replaced by ``<unk>``) and picks codes from the guided
+    logits; both rows are fed the picked codes (one-to-one mask only).
     """
     sampling = sampling or SamplingConfig()
     vocab: FKGVocab = model.vocab
@@ -146,6 +154,10 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
         raise GenerationError(f"engine must be one of {ENGINES}, got {engine!r}")
     if batch_size is not None and batch_size < 1:
         raise GenerationError(f"batch_size must be >= 1 or None, got {batch_size}")
+    guided = float(sampling.guidance) != 1.0
+    if guided and model.mask_variant != "one_to_one":
+        raise GenerationError(f"guidance needs the one-to-one mask (keyframes that see only their own unit), "
+                              f"not {model.mask_variant!r}", "use guidance=1 with this model")
     if (dedupe and sampling.temperature <= 0 and model.mask_variant == "one_to_one" and model.stride == 0
             and unit_ids.numel() == dur_ids.numel()):
         pairs, inverse = torch.unique(torch.stack([unit_ids, dur_ids], 1), dim=0, return_inverse=True)
@@ -156,9 +168,14 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
             return KeyframeResult(codes=res.codes[inverse],
                                   logits=None if res.logits is None else res.logits[inverse])
     h, w = ref_codes.shape
-    f = h * w
-    model.check_grid(f)
-    ids, meta, position = prefix_layout(vocab, ref_codes.cpu(), unit_ids, dur_ids, model.stride)
+    fh, fw = window_grid((h, w), model.frame_window)
+    f = fh * fw
+    model.check_grid(h * w)
+    if guided:  # segments n..2n-1: the same keyframes with <unk> units (their unconditional twins)
+        ids, meta, position = prefix_layout(vocab, ref_codes.cpu(), torch.cat([unit_ids, torch.full_like(
+            unit_ids, vocab.special_id(UNK_UNIT))]), torch.cat([dur_ids, dur_ids]), model.stride)
+    else:
+        ids, meta, position = prefix_layout(vocab, ref_codes.cpu(), unit_ids, dur_ids, model.stride)
     ids, meta, position = ids.to(device), meta.to(device), position.to(device)
     prefix_kv = _prefix_kv(model, ids, meta, position) if use_cache else None
 
@@ -170,22 +187,33 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
         gens = None
         if sampling.temperature > 0:
             gens = [torch.Generator().manual_seed(int(sampling.seed) * 1_000_003 + int(s)) for s in segs]
-        if use_cache and engine == "fast":
-            def pick(logits: torch.Tensor, gens=gens) -> torch.Tensor:
-                return _pick(logits, model.factors, vocab.codebook_size, sampling, gens)
+        def pick(logits: torch.Tensor, gens=gens) -> torch.Tensor:
+            if guided:  # rows [keyframes, their twins]: pick from the guided logits, feed both
+                logits = _guide(logits, sampling.guidance)
+                codes = _pick(logits, model.factors, vocab.codebook_size, sampling, gens)
+                return torch.cat([codes, codes])
+            return _pick(logits, model.factors, vocab.codebook_size, sampling, gens)
 
-            out_codes, out_logits = decode_rows_fast(model, segs, meta, prefix_kv, f, pick, return_logits)
+        rows = torch.cat([segs, segs + n]) if guided else segs
+        if use_cache and engine == "fast":
+            out_codes, out_logits = decode_rows_fast(model, rows, meta, prefix_kv, f, pick, return_logits, h * w)
         else:
-            out_codes, out_logits = _decode_rows(model, segs, ids, meta, position, prefix_kv, f, sampling, gens)
-        codes[segs] = out_codes
+            out_codes, out_logits = _decode_rows(model, rows, ids, meta, position, prefix_kv, f, pick, h * w)
+        codes[segs] = out_codes[:len(segs)]
         if all_logits is not None:
-            all_logits[segs] = out_logits
-    return KeyframeResult(codes=codes.reshape(n, h, w), logits=all_logits)
+            all_logits[segs] = _guide(out_logits, sampling.guidance) if guided else out_logits
+    return KeyframeResult(codes=paste_window(ref_codes, codes.reshape(n, fh, fw), model.frame_window),
+                          logits=all_logits)
+
+
+def _guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """Guided logits from rows ``[conditional; unconditional]`` (first dim split in half)."""
+    cond, uncond = logits.float().chunk(2, dim=0)
+    return uncond + scale * (cond - uncond)
 
 
 def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, prefix_meta: TokenMeta,
-                 prefix_pos: torch.Tensor, prefix_kv, f: int, sampling: SamplingConfig,
-                 gens: list[torch.Generator] | None) -> tuple[torch.Tensor, torch.Tensor]:
+                 prefix_pos: torch.Tensor, prefix_kv, f: int, pick, ref_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     vocab: FKGVocab = model.vocab
     b, p = segs.numel(), prefix_ids.numel()
     device = prefix_ids.device
@@ -202,7 +230,7 @@ def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, 
     logits_out = torch.zeros((b, f, sum(model.factors)), device=device)
     cache = _buffer_cache(prefix_kv, b, f) if prefix_kv is not None else None
     for t in range(f):
-        q_meta, q_pos = frame_step_layout(segs, t, f, model.stride)
+        q_meta, q_pos = frame_step_layout(segs, t, ref_len, model.stride)
         fed_pos[:, t] = q_pos
         if t > 0:
             fed[:, t] = vocab.visual_ids(codes[:, t - 1])
@@ -220,7 +248,7 @@ def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, 
             mask = allowed(m, m, model.mask_variant, model.window)
             logits = model(all_ids, all_pos, mask, m.kind, m.offset).logits[:, -1]
         logits_out[:, t] = logits.float()
-        codes[:, t] = _pick(logits, model.factors, vocab.codebook_size, sampling, gens)
+        codes[:, t] = pick(logits)
     return codes, logits_out
 
 

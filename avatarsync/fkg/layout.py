@@ -3,9 +3,13 @@
 One utterance with N units is packed as::
 
     [<bos>] [reference tokens (h*w)]                       the prefix (R = 1 + h*w tokens)
-    [dur_0] [unit_0] [B] [frame_0 tokens (h*w)]            segment 0
+    [dur_0] [unit_0] [B] [frame_0 tokens (f)]              segment 0
     ...
     [dur_N-1] [unit_N-1] [B] [frame_N-1 tokens]            segment N-1
+
+Frame tokens cover the whole ``h x w`` grid (``f = h*w``, the paper's layout) or,
+for a model with a frame window, only the grid cells inside it (``window_cells``;
+the rest of each keyframe is the reference's codes, ``paste_window``).
 
 Every token carries metadata used by the attention masks (masks.py):
 ``kind`` (what it is), ``segment`` (its unit index, -1 in the prefix) and
@@ -21,6 +25,7 @@ the logits at frame token t predict token t+1 (``labels``; -100 elsewhere).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -39,8 +44,9 @@ class LayoutError(ValueError):
     """Inputs that cannot be packed into an FKG sequence."""
 
 
-def prefix_length(frame_len: int) -> int:
-    return 1 + frame_len
+def prefix_length(ref_len: int) -> int:
+    """Tokens before the first segment: ``<bos>`` and the ``ref_len`` reference codes."""
+    return 1 + ref_len
 
 
 def segment_length(frame_len: int) -> int:
@@ -70,7 +76,8 @@ class PackedUtterance:
     position: torch.Tensor
     labels: torch.Tensor
     n_units: int
-    grid: tuple[int, int]
+    grid: tuple[int, int]  # the frame tokens' grid (the window's, for a windowed model)
+    ref_grid: tuple[int, int] | None = None  # the reference grid (None: same as grid)
 
     @property
     def meta(self) -> TokenMeta:
@@ -89,21 +96,27 @@ def _check(ref_codes: torch.Tensor, unit_ids: torch.Tensor, dur_ids: torch.Tenso
                           f"and {tuple(dur_ids.shape)}")
     if unit_ids.numel() == 0:
         raise LayoutError("an utterance needs at least one unit", "drop empty tracks before packing")
-    if frame_codes is not None and frame_codes.shape != (unit_ids.numel(), *ref_codes.shape):
-        raise LayoutError(f"frame codes must be [N, h, w] = {(unit_ids.numel(), *ref_codes.shape)}, "
+    if frame_codes is not None and (frame_codes.dim() != 3 or frame_codes.shape[0] != unit_ids.numel()):
+        raise LayoutError(f"frame codes must be [N, h, w] with N = {unit_ids.numel()}, "
                           f"got {tuple(frame_codes.shape)}")
     return int(ref_codes.shape[0]), int(ref_codes.shape[1])
 
 
 def pack_utterance(vocab: FKGVocab, ref_codes: torch.Tensor, unit_ids: Sequence[int] | torch.Tensor,
                    dur_ids: Sequence[int] | torch.Tensor, frame_codes: torch.Tensor | None = None,
-                   stride: int = 0) -> PackedUtterance:
-    """Lay out one utterance; ``frame_codes=None`` leaves frames as pad (no labels)."""
+                   stride: int = 0, frame_grid: tuple[int, int] | None = None) -> PackedUtterance:
+    """Lay out one utterance; ``frame_codes=None`` leaves frames as pad (no labels).
+
+    ``frame_codes [N, fh, fw]`` may be a window of the reference grid; without codes,
+    ``frame_grid`` gives its shape (default: the reference grid)."""
     unit_ids = torch.as_tensor(unit_ids, dtype=torch.long)
     dur_ids = torch.as_tensor(dur_ids, dtype=torch.long)
     h, w = _check(ref_codes, unit_ids, dur_ids, frame_codes)
-    n, f = unit_ids.numel(), h * w
-    r, s = prefix_length(f), segment_length(f)
+    if frame_codes is not None:
+        frame_grid = (int(frame_codes.shape[1]), int(frame_codes.shape[2]))
+    fh, fw = frame_grid or (h, w)
+    n, f = unit_ids.numel(), fh * fw
+    r, s = prefix_length(h * w), segment_length(f)
 
     prefix_ids = torch.cat([torch.tensor([vocab.bos_id]), vocab.visual_ids(ref_codes.reshape(-1))])
     seg_ids = torch.full((n, s), vocab.pad_id, dtype=torch.long)
@@ -128,22 +141,60 @@ def pack_utterance(vocab: FKGVocab, ref_codes: torch.Tensor, unit_ids: Sequence[
         position=torch.cat([torch.arange(r), (r + stride * seg_index + offsets).reshape(-1)]),
         labels=torch.cat([torch.full((r,), IGNORE, dtype=torch.long), labels.reshape(-1)]),
         n_units=n,
-        grid=(h, w),
+        grid=(fh, fw),
+        ref_grid=(h, w),
     )
 
 
 def unpack_utterance(vocab: FKGVocab, packed: PackedUtterance) -> dict[str, torch.Tensor]:
     """Inverse of ``pack_utterance``: reference codes, unit ids, duration ids and frame codes."""
-    h, w = packed.grid
-    f = h * w
-    r, s, n = prefix_length(f), segment_length(f), packed.n_units
+    fh, fw = packed.grid
+    h, w = packed.ref_grid or packed.grid
+    r, s, n = prefix_length(h * w), segment_length(fh * fw), packed.n_units
     segs = packed.ids[r:r + n * s].reshape(n, s)
     return {
         "ref_codes": vocab.codes_of(packed.ids[1:r]).reshape(h, w),
         "unit_ids": segs[:, 1].clone(),
         "dur_ids": segs[:, 0].clone(),
-        "frame_codes": vocab.codes_of(segs[:, FRAME_OFFSET:]).reshape(n, h, w),
+        "frame_codes": vocab.codes_of(segs[:, FRAME_OFFSET:]).reshape(n, fh, fw),
     }
+
+
+# -- frame windows ----------------------------------------------------------------------------
+def window_cells(grid: tuple[int, int], box: Sequence[float] | None) -> tuple[int, int, int, int]:
+    """Grid rows ``r0:r1`` and columns ``c0:c1`` covered by ``box`` (x0, y0, x1, y1 as fractions
+    of the grid; cells partly inside count). ``None`` or empty: the whole grid."""
+    h, w = int(grid[0]), int(grid[1])
+    if not box:
+        return 0, h, 0, w
+    if len(box) != 4:
+        raise LayoutError(f"a frame window is (x0, y0, x1, y1) fractions of the grid, got {list(box)}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+        raise LayoutError(f"frame window {list(box)} is not inside the unit square with x0 < x1 and y0 < y1",
+                          "give fractions of the token grid, for example [0.25, 0.5, 0.75, 1.0]")
+    return int(y0 * h), math.ceil(y1 * h), int(x0 * w), math.ceil(x1 * w)
+
+
+def window_grid(grid: tuple[int, int], box: Sequence[float] | None) -> tuple[int, int]:
+    r0, r1, c0, c1 = window_cells(grid, box)
+    return r1 - r0, c1 - c0
+
+
+def crop_window(codes: torch.Tensor, box: Sequence[float] | None) -> torch.Tensor:
+    """The window's cells of code grids ``[..., h, w]``."""
+    r0, r1, c0, c1 = window_cells(tuple(codes.shape[-2:]), box)
+    return codes[..., r0:r1, c0:c1]
+
+
+def paste_window(ref_codes: torch.Tensor, window_codes: torch.Tensor, box: Sequence[float] | None) -> torch.Tensor:
+    """Full grids ``[N, h, w]``: the reference ``[h, w]`` with ``window_codes [N, wh, ww]`` in the window."""
+    r0, r1, c0, c1 = window_cells(tuple(ref_codes.shape), box)
+    if tuple(window_codes.shape[1:]) != (r1 - r0, c1 - c0):
+        raise LayoutError(f"window codes {tuple(window_codes.shape)} do not fit window {(r1 - r0, c1 - c0)}")
+    out = ref_codes.to(window_codes.device, window_codes.dtype).expand(window_codes.shape[0], -1, -1).clone()
+    out[:, r0:r1, c0:c1] = window_codes
+    return out
 
 
 def collate_packed(items: list[PackedUtterance], pad_id: int) -> dict[str, torch.Tensor]:
@@ -199,11 +250,12 @@ def prefix_layout(vocab: FKGVocab, ref_codes: torch.Tensor, unit_ids: torch.Tens
     return ids, meta, position
 
 
-def frame_step_layout(segments: torch.Tensor, step: int, frame_len: int, stride: int
+def frame_step_layout(segments: torch.Tensor, step: int, ref_len: int, stride: int
                       ) -> tuple[TokenMeta, torch.Tensor]:
     """Metadata and positions of the token fed at decoding ``step`` for keyframes ``segments``
-    (step 0 feeds [B], step t > 0 feeds frame token t-1); shapes ``[b]``."""
+    (step 0 feeds [B], step t > 0 feeds frame token t-1); shapes ``[b]``. ``ref_len``: the
+    number of reference codes (h*w)."""
     kind = torch.full_like(segments, KIND_BEGIN if step == 0 else KIND_FRAME)
     offset = torch.full_like(segments, FRAME_OFFSET - 1 + step)
-    position = prefix_length(frame_len) + stride * segments + offset
+    position = prefix_length(ref_len) + stride * segments + offset
     return TokenMeta(kind, segments.clone(), offset), position

@@ -9,13 +9,13 @@ masks are explicit (masks.py) and positions explicit (layout.py).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import IGNORE, n_slots, slot_ids
+from .layout import IGNORE, n_slots, slot_ids, window_cells
 from .masks import backend_mask, canonical_variant, default_stride
 from .vocab import FKGVocab, split_codes
 
@@ -65,7 +65,7 @@ class FKGModel(nn.Module):
 
     def __init__(self, vocab: FKGVocab, size: str | ModelSize = "small", mask_variant: str = "one_to_one",
                  window: int = 2, stride: int | None = None, attn_implementation: str = "sdpa",
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, frame_window: Sequence[float] | None = None) -> None:
         super().__init__()
         from transformers import LlamaConfig, LlamaModel  # heavy import: only when a model is built
 
@@ -78,6 +78,10 @@ class FKGModel(nn.Module):
         self.mask_variant = canonical_variant(mask_variant)
         self.window = window
         self.stride = default_stride(self.mask_variant) if stride is None else int(stride)
+        # (x0, y0, x1, y1) fractions of the token grid whose cells a keyframe generates; None: all
+        self.frame_window = tuple(float(v) for v in frame_window) if frame_window else None
+        if self.frame_window is not None:
+            window_cells((16, 16), self.frame_window)  # validates the box
         s = self.size
         if s.hidden_size % s.num_heads:
             raise ModelConfigError(f"hidden_size {s.hidden_size} is not divisible by num_heads {s.num_heads}")
@@ -115,13 +119,14 @@ class FKGModel(nn.Module):
         """What is needed to rebuild this model (saved as model.json beside the weights)."""
         return {"size": self.size_name if self.size_name != "custom" else asdict(self.size),
                 "mask_variant": self.mask_variant, "window": self.window, "stride": self.stride,
+                "frame_window": list(self.frame_window) if self.frame_window else None,
                 "vocab": self.vocab.to_dict()}
 
     @classmethod
     def from_description(cls, d: dict[str, Any], attn_implementation: str = "sdpa") -> "FKGModel":
         size = d["size"] if isinstance(d["size"], str) else ModelSize(**d["size"])
         return cls(FKGVocab.from_dict(d["vocab"]), size, d["mask_variant"], int(d["window"]), int(d["stride"]),
-                   attn_implementation)
+                   attn_implementation, frame_window=d.get("frame_window"))
 
     # -- compute --------------------------------------------------------------------------
     def embed(self, ids: torch.Tensor, kind: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:

@@ -20,24 +20,28 @@ import sys
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import ConcatDataset
 
 from ..config import save_config
 from ..errors import BackendUnavailable, CheckpointError, InputError
 from .data import CacheDataset, ExampleDataset, FKGExample, build_token_cache, crop_config, read_cache_index
 from .generate import SamplingConfig, generate_keyframes
-from .layout import FRAME_OFFSET, IGNORE, KIND_FRAME, TokenMeta, collate_packed, pack_utterance, prefix_length, segment_length
+from .layout import (
+    FRAME_OFFSET, IGNORE, KIND_FRAME, KIND_UNIT, TokenMeta, collate_packed, crop_window, pack_utterance, paste_window,
+    prefix_length, segment_length, window_cells,
+)
 from .masks import canonical_variant, default_stride, packed_mask
 from .metrics import mouth_accuracy, mouth_states, pixel_openness, psnr, ssim, to_unit
 from .model import FKGModel, code_cross_entropy, code_log_probs, digit_logits
-from .vocab import DEFAULT_DURATION_EDGES, FKGVocab, build_unit_list
+from .vocab import DEFAULT_DURATION_EDGES, UNK_UNIT, FKGVocab, build_unit_list
 
 log = logging.getLogger("avatarsync.fkg")
 
@@ -47,6 +51,9 @@ class FKGDataConfig:
     corpus: str = ""  # corpus folder written by `avatarsync synth-data` (for the cache and mouth metrics)
     token_cache: str = ""  # token cache folder; built from corpus + tokenizer when missing
     tokenizer: str = ""  # exported tokenizer folder (needed to build the cache, for stage 2 and pixel metrics)
+    # More corpora (e.g. `synth-data --train-only` with new identities) whose train-split clips join the
+    # training set; each is tokenized into its own <corpus>/fkg_token_cache with data.tokenizer.
+    extra_corpora: list[str] = field(default_factory=list)
     max_units: int = 8  # units per training sequence; longer utterances are split into chunks
     unit_key: Literal["symbol", "viseme"] = "symbol"  # what a unit token stands for
     val_split: Literal["val", "test"] = "val"
@@ -69,6 +76,9 @@ class FKGLossConfig:
     # repeat the reference, and without it the few that carry the phoneme hardly steer training.
     mouth_ce: float = 0.0
     mouth_box: list[float] = field(default_factory=lambda: [0.3, 0.58, 0.7, 0.88])
+    # Probability that a training segment's unit reads <unk>: the model also learns the keyframe
+    # without its unit, which classifier-free guidance (eval.guidance, speak --guidance) needs.
+    unit_dropout: float = 0.0
     decode_mode: Literal["st", "soft"] = "st"  # differentiable decode: straight-through or soft
     max_frames: int = 4  # keyframes decoded per step for the pixel losses
     lpips_weights: str | None = None  # local torchvision backbone state dict for LPIPS (else fallback)
@@ -80,6 +90,7 @@ class FKGLossConfig:
 class FKGEvalConfig:
     generate: bool = True  # decode keyframes during evaluation (slower, gives the pixel metrics)
     max_utterances: int = 4  # utterances decoded per evaluation
+    guidance: float = 1.0  # classifier-free guidance scale of the evaluation's decoding (1 = off)
     openness_tol: float = 0.15  # truth-openness tolerance of mouth_open_acc (0 closed .. 1 widest)
     pixel_openness_tol: float = 0.075  # tolerance of mouth_open_px_acc, in inter-ocular distances
 
@@ -90,6 +101,10 @@ class FKGConfig:
     mask: str = "one_to_one"  # global | accumulative | window | one_to_one
     window: int = 2  # units visible to the 'window' variant
     position_stride: int | None = None  # None: 0 for one_to_one, 3 otherwise (layout.py)
+    # Grid cells a keyframe generates, as (x0, y0, x1, y1) fractions of the token grid; the other cells
+    # are the reference's codes. Empty: the whole grid (the paper's layout). A mouth window cuts the
+    # sequential decoding steps per keyframe (bench/fkg_window.py measures what it costs in pixels).
+    frame_window: list[float] = field(default_factory=list)
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     dropout: float = 0.0
     units: list[str] = field(default_factory=list)  # unit vocabulary; empty = every unit of the training split
@@ -197,18 +212,23 @@ class FKGTask:
 
     def _ensure_cache(self) -> Path:
         cache = self._cache_dir()
-        if not (cache / "index.json").is_file() or self._stale_cache(cache):
-            d = self.cfg.data
-            if not d.corpus or (not d.tokenizer and self._tokenizer is None):
-                raise InputError(f"token cache {cache} does not exist and cannot be built",
-                                 "set data.corpus and data.tokenizer in the recipe")
-            dev = _device(d.cache_device)
-            log.info("building the FKG token cache in %s", cache)
-            crop = crop_config(d.corpus, d.tokenizer, d.align, d.crop_size, d.landmark_layout)
-            build_token_cache(d.corpus, self.tokenizer(dev), cache, dev, tokenizer_path=d.tokenizer, crop=crop,
-                              progress=sys.stderr.isatty())
+        self._build_cache(cache, self.cfg.data.corpus)
         self._cache_index = read_cache_index(cache)
         return cache
+
+    def _build_cache(self, cache: Path, corpus: str) -> None:
+        """Tokenize ``corpus`` into ``cache`` unless a cache of the same tokens is there."""
+        if (cache / "index.json").is_file() and not self._stale_cache(cache):
+            return
+        d = self.cfg.data
+        if not corpus or (not d.tokenizer and self._tokenizer is None):
+            raise InputError(f"token cache {cache} does not exist and cannot be built",
+                             "set data.corpus and data.tokenizer in the recipe")
+        dev = _device(d.cache_device)
+        log.info("building the FKG token cache of %s in %s", corpus, cache)
+        crop = crop_config(corpus, d.tokenizer, d.align, d.crop_size, d.landmark_layout)
+        build_token_cache(corpus, self.tokenizer(dev), cache, dev, tokenizer_path=d.tokenizer, crop=crop,
+                          progress=sys.stderr.isatty())
 
     def _datasets(self) -> None:
         if self._train_ds is not None:
@@ -219,7 +239,13 @@ class FKGTask:
             self._val_ds = ExampleDataset(self._val_examples or [], max_units)
         else:
             cache = self._ensure_cache()
-            self._train_ds = CacheDataset(cache, "train", max_units, pixels=self.cfg.loss.stage == 2)
+            pixels = self.cfg.loss.stage == 2
+            parts = [CacheDataset(cache, "train", max_units, pixels=pixels)]
+            for corpus in self.cfg.data.extra_corpora:
+                extra = Path(corpus) / "fkg_token_cache"
+                self._build_cache(extra, corpus)
+                parts.append(CacheDataset(extra, "train", max_units, pixels=pixels))
+            self._train_ds = parts[0] if len(parts) == 1 else ConcatDataset(parts)
             self._val_ds = CacheDataset(cache, self.cfg.data.val_split, max_units, pixels=True)
 
     def train_dataset(self):
@@ -274,10 +300,20 @@ class FKGTask:
         return self._tokenizer
 
     # -- model ---------------------------------------------------------------------------------
+    @property
+    def frame_window(self) -> tuple[float, ...] | None:
+        """The recipe's frame window, else (stage 2) the init_from model's; None: the whole grid."""
+        if self.cfg.frame_window:
+            return tuple(float(v) for v in self.cfg.frame_window)
+        if self.cfg.init_from and (Path(self.cfg.init_from) / "model.json").is_file():
+            saved = json.loads((Path(self.cfg.init_from) / "model.json").read_text(encoding="utf-8"))
+            return tuple(saved["frame_window"]) if saved.get("frame_window") else None
+        return None
+
     def build_model(self) -> FKGModel:
         cfg = self.cfg
         model = FKGModel(self.vocab, cfg.size, self.variant, cfg.window, self.stride, cfg.attn_implementation,
-                         cfg.dropout)
+                         cfg.dropout, frame_window=self.frame_window)
         if cfg.init_from:
             from ..train.checkpoint import load_weights
 
@@ -289,16 +325,17 @@ class FKGTask:
 
     # -- batches -------------------------------------------------------------------------------
     def collate(self, items: list[FKGExample]) -> dict[str, Any]:
-        vocab = self.vocab
+        vocab, window = self.vocab, self.frame_window
         packed = []
         for ex in items:
             units = [vocab.unit_id(s) for s in self._symbols(ex)]
             durs = [vocab.duration_id(d) for d in ex.durations]
             packed.append(pack_utterance(vocab, torch.as_tensor(ex.ref_codes), units, durs,
-                                         torch.as_tensor(ex.key_codes), self.stride))
+                                         crop_window(torch.as_tensor(ex.key_codes), window), self.stride))
         batch: dict[str, Any] = collate_packed(packed, vocab.pad_id)
         batch["n_units"] = torch.tensor([len(ex) for ex in items])
-        batch["grid"] = torch.tensor(packed[0].grid)
+        batch["grid"] = torch.tensor(packed[0].grid)  # the generated cells' grid (the window's)
+        batch["ref_grid"] = torch.tensor(packed[0].ref_grid)
         batch["key_frames"] = torch.tensor([k for ex in items for k in (ex.key_frames or range(len(ex)))])
         batch["clip_ids"] = [ex.clip_id for ex in items]
         if all(ex.key_pixels is not None for ex in items):
@@ -316,7 +353,11 @@ class FKGTask:
         meta = TokenMeta(batch["kind"], batch["segment"], batch["offset"])
         mask = packed_mask(meta, self.variant, self.cfg.window)
         sel = batch["labels"] != IGNORE
-        out = model(batch["ids"], batch["position"], mask, batch["kind"], batch["offset"], select=sel)
+        ids = batch["ids"]
+        if model.training and self.cfg.loss.unit_dropout > 0:
+            drop = (batch["kind"] == KIND_UNIT) & (torch.rand(ids.shape, device=ids.device) < self.cfg.loss.unit_dropout)
+            ids = torch.where(drop, torch.full_like(ids, self.vocab.special_id(UNK_UNIT)), ids)
+        out = model(ids, batch["position"], mask, batch["kind"], batch["offset"], select=sel)
         return out.logits, batch["labels"][sel]
 
     def compute_loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -335,13 +376,15 @@ class FKGTask:
     def _cell_weights(self, batch: dict[str, Any]) -> torch.Tensor:
         """Per selected label: 1 + loss.mouth_ce where it predicts a frame token inside the mouth box."""
         lcfg = self.cfg.loss
-        h, w = (int(x) for x in batch["grid"])
+        full = tuple(int(x) for x in batch["ref_grid"])
+        fw = int(batch["grid"][1])
+        r0, _, c0, _ = window_cells(full, self.frame_window)
         sel = batch["labels"] != IGNORE
         cell = batch["offset"][sel] - (FRAME_OFFSET - 1)  # a label at offset o predicts frame token o - 2
-        row, col = torch.div(cell, w, rounding_mode="floor"), cell % w
-        x0, y0, x1, y1 = lcfg.mouth_box
-        inside = (cell >= 0) & (col >= int(x0 * w)) & (col < math.ceil(x1 * w)) & (row >= int(y0 * h)) \
-            & (row < math.ceil(y1 * h))
+        row = r0 + torch.div(cell, fw, rounding_mode="floor")  # in the full grid
+        col = c0 + cell % fw
+        m0, m1, n0, n1 = window_cells(full, lcfg.mouth_box)
+        inside = (cell >= 0) & (col >= n0) & (col < n1) & (row >= m0) & (row < m1)
         return 1.0 + lcfg.mouth_ce * inside.float()
 
     # -- stage 2 -------------------------------------------------------------------------------
@@ -368,11 +411,29 @@ class FKGTask:
         ref = batch["ref_pixels"] if rows is None else batch["ref_pixels"][rows]
         return ref.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
+    def _full_logits(self, logits: torch.Tensor, ref_codes: torch.Tensor) -> torch.Tensor:
+        """Window logits ``[k, f, D]`` -> full-grid logits ``[k, h, w, D]``: outside the window,
+        confident one-hot logits of the reference codes ``[k, h, w]``."""
+        from .vocab import split_codes
+
+        k, (h, w) = logits.shape[0], ref_codes.shape[-2:]
+        digits = split_codes(ref_codes.to(logits.device), self.vocab.factors)
+        full = torch.cat([F.one_hot(digits[..., i], n) for i, n in enumerate(self.vocab.factors)], -1)
+        full = (full.to(logits.dtype) * 2 - 1) * 30.0
+        r0, r1, c0, c1 = window_cells((h, w), self.frame_window)
+        full = full.clone()
+        full[:, r0:r1, c0:c1] = logits.reshape(k, r1 - r0, c1 - c0, -1)
+        return full
+
     def _decode_logits(self, tok: nn.Module, logits: torch.Tensor, grid: tuple[int, int],
-                       reference: torch.Tensor | None = None) -> torch.Tensor:
-        """Keyframe logits ``[k, h*w, sum(factors)]`` -> images through the tokenizer."""
+                       reference: torch.Tensor | None = None, ref_codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Keyframe logits ``[k, f, sum(factors)]`` -> images through the tokenizer (a windowed model's
+        cells are completed with ``ref_codes [k, h, w]``)."""
         factors, mode = self.vocab.factors, self.cfg.loss.decode_mode
-        lg = logits.reshape(logits.shape[0], *grid, -1)
+        if self.frame_window is not None:
+            lg = self._full_logits(logits, ref_codes)
+        else:
+            lg = logits.reshape(logits.shape[0], *grid, -1)
         if len(factors) == 1:
             return tok.decode_logits(lg, mode=mode, reference=reference)
         if getattr(tok, "factors", 1) == len(factors) and getattr(tok, "factor_size", None) == factors[0] \
@@ -392,26 +453,39 @@ class FKGTask:
             raise InputError("stage 2 needs the visual tokenizer", "set data.tokenizer in the fkg recipe")
         utterance = torch.repeat_interleave(torch.arange(len(batch["n_units"])), batch["n_units"].cpu())
         ref = self._reference(tok, batch, logits.device, utterance[idx.cpu()])
-        gen = self._decode_logits(tok, per_frame[idx], grid, ref)
+        ref_codes = self._ref_codes(batch)[utterance[idx.cpu()]].to(logits.device)
+        gen = self._decode_logits(tok, per_frame[idx], grid, ref, ref_codes)
         if "key_pixels" in batch:
             real = batch["key_pixels"].to(logits.device)[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         else:
-            real = tok.decode(self._frame_codes(batch).reshape(-1, *grid)[idx].to(logits.device), reference=ref)
+            codes = self._frame_codes(batch).reshape(-1, *grid)[idx].to(logits.device)
+            real = tok.decode(torch.stack([paste_window(r, c[None], self.frame_window)[0]
+                                           for r, c in zip(ref_codes, codes)]), reference=ref)
         return self.pixel_losses(logits.device)(gen, real.to(gen.dtype))
 
     def _frame_codes(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Ground-truth frame codes of every keyframe in the batch, ``[total, h*w]``."""
+        """Ground-truth generated-cell codes of every keyframe in the batch, ``[total, f]``."""
         return self.vocab.codes_of(batch["ids"][batch["kind"] == KIND_FRAME]).reshape(-1, int(batch["grid"].prod()))
+
+    def _ref_codes(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Reference codes of every utterance in the batch, ``[B, h, w]``."""
+        h, w = (int(x) for x in batch["ref_grid"])
+        return self.vocab.codes_of(batch["ids"][:, 1:1 + h * w].cpu()).reshape(-1, h, w)
 
     # -- evaluation ----------------------------------------------------------------------------
     def _row(self, batch: dict[str, Any], b: int) -> dict[str, torch.Tensor]:
-        h, w = (int(x) for x in batch["grid"])
-        f, n = h * w, int(batch["n_units"][b])
-        r, s = prefix_length(f), segment_length(f)
+        """Utterance ``b``: reference codes ``[h, w]``, unit and duration ids, and the keyframes'
+        ground-truth codes of the generated cells ``[n, fh, fw]`` and of the full grid (``full_codes``)."""
+        h, w = (int(x) for x in batch["ref_grid"])
+        fh, fw = (int(x) for x in batch["grid"])
+        n = int(batch["n_units"][b])
+        r, s = prefix_length(h * w), segment_length(fh * fw)
         ids = batch["ids"][b, :r + n * s].cpu()
         segs = ids[r:].reshape(n, s)
-        return {"ref_codes": self.vocab.codes_of(ids[1:r]).reshape(h, w), "unit_ids": segs[:, 1],
-                "dur_ids": segs[:, 0], "frame_codes": self.vocab.codes_of(segs[:, FRAME_OFFSET:]).reshape(n, h, w)}
+        ref = self.vocab.codes_of(ids[1:r]).reshape(h, w)
+        frames = self.vocab.codes_of(segs[:, FRAME_OFFSET:]).reshape(n, fh, fw)
+        return {"ref_codes": ref, "unit_ids": segs[:, 1], "dur_ids": segs[:, 0], "frame_codes": frames,
+                "full_codes": paste_window(ref, frames, self.frame_window)}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: list[dict[str, Any]]) -> dict[str, float]:
@@ -430,7 +504,22 @@ class FKGTask:
         return {k: float(np.mean(v)) for k, v in sums.items() if v}
 
     def _evaluate_generation(self, model: nn.Module, batches: list[dict[str, Any]], add) -> None:
-        tok = self.tokenizer(next(model.parameters()).device)
+        def generate(part: dict[str, torch.Tensor]) -> torch.Tensor:
+            res = generate_keyframes(model, part["ref_codes"], part["unit_ids"], part["dur_ids"],
+                                     SamplingConfig(guidance=self.cfg.eval.guidance))
+            gen = crop_window(res.codes, self.frame_window)
+            add("gen_code_acc", float((gen == part["frame_codes"].to(gen.device)).float().mean()))
+            return res.codes
+
+        self.evaluate_codes(batches, generate, add, next(model.parameters()).device)
+
+    @torch.no_grad()
+    def evaluate_codes(self, batches: list[dict[str, Any]], make_codes: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+                       add: Callable[[str, Any], None], device: torch.device | str = "cpu") -> None:
+        """Pixel and mouth-state metrics of keyframe codes: ``make_codes(part) -> [n, h, w]`` gives the
+        full-grid codes of one utterance (``part`` as ``_row`` returns it); the first
+        ``eval.max_utterances`` utterances are scored and each metric is passed to ``add(name, values)``."""
+        tok = self.tokenizer(device)
         done = 0
         for batch in batches:
             first = 0
@@ -442,38 +531,39 @@ class FKGTask:
                     return
                 done += 1
                 part = self._row(batch, b)
-                res = generate_keyframes(model, part["ref_codes"], part["unit_ids"], part["dur_ids"],
-                                         SamplingConfig())
-                gt = part["frame_codes"].to(res.codes.device)
-                add("gen_code_acc", float((res.codes == gt).float().mean()))
-                if tok is None:
-                    continue
-                dev = res.codes.device
-                reference = self._reference(tok, batch, dev, slice(b, b + 1))
-                gen = to_unit(tok.decode(res.codes, reference=reference)).cpu()
-                real = (to_unit(batch["key_pixels"][rows].cpu()) if "key_pixels" in batch
-                        else to_unit(tok.decode(gt, reference=reference)).cpu())
-                ref = (to_unit(batch["ref_pixels"][b:b + 1].cpu()) if "ref_pixels" in batch
-                       else to_unit(tok.decode(part["ref_codes"][None].to(dev), reference=reference)).cpu())
-                still = ref.expand_as(real)
-                add("kf_psnr", psnr(gen, real).numpy())
-                add("kf_ssim", ssim(gen, real).numpy())
-                add("still_psnr", psnr(still, real).numpy())
-                add("still_ssim", ssim(still, real).numpy())
-                truth = self._val_ds.mouth_truth(batch["clip_ids"][b]) if self._val_ds is not None else None
-                if truth is not None and "key_boxes" in batch:
-                    keys = batch["key_frames"][rows].cpu().numpy()
-                    boxes = batch["key_boxes"][rows].cpu().numpy()
-                    tol = self.cfg.eval.openness_tol
-                    got = mouth_accuracy(mouth_states(gen, boxes, truth, keys), tol)
-                    base = mouth_accuracy(mouth_states(still, boxes, truth, keys), tol)
-                    for name, v in got.items():
-                        add(name, [v] * n)
-                    for name, v in base.items():
-                        add(f"still_{name}", [v] * n)
-                if "key_landmarks16" in batch:
-                    lms = batch["key_landmarks16"][rows].cpu().numpy() / 16.0
-                    measured_real = pixel_openness(real, lms)
-                    tol = self.cfg.eval.pixel_openness_tol
-                    for name, img in (("mouth_open_px_acc", gen), ("still_mouth_open_px_acc", still)):
-                        add(name, np.nan_to_num(np.abs(pixel_openness(img, lms) - measured_real), nan=1e9) <= tol)
+                codes = make_codes(part)
+                if tok is not None:
+                    self._pixel_metrics(tok, batch, b, rows, part, codes, add)
+
+    def _pixel_metrics(self, tok: nn.Module, batch: dict[str, Any], b: int, rows: slice,
+                       part: dict[str, torch.Tensor], codes: torch.Tensor, add) -> None:
+        n = rows.stop - rows.start
+        dev = codes.device
+        reference = self._reference(tok, batch, dev, slice(b, b + 1))
+        gen = to_unit(tok.decode(codes, reference=reference)).cpu()
+        real = (to_unit(batch["key_pixels"][rows].cpu()) if "key_pixels" in batch
+                else to_unit(tok.decode(part["full_codes"].to(dev), reference=reference)).cpu())
+        ref = (to_unit(batch["ref_pixels"][b:b + 1].cpu()) if "ref_pixels" in batch
+               else to_unit(tok.decode(part["ref_codes"][None].to(dev), reference=reference)).cpu())
+        still = ref.expand_as(real)
+        add("kf_psnr", psnr(gen, real).numpy())
+        add("kf_ssim", ssim(gen, real).numpy())
+        add("still_psnr", psnr(still, real).numpy())
+        add("still_ssim", ssim(still, real).numpy())
+        truth = self._val_ds.mouth_truth(batch["clip_ids"][b]) if self._val_ds is not None else None
+        if truth is not None and "key_boxes" in batch:
+            keys = batch["key_frames"][rows].cpu().numpy()
+            boxes = batch["key_boxes"][rows].cpu().numpy()
+            tol = self.cfg.eval.openness_tol
+            got = mouth_accuracy(mouth_states(gen, boxes, truth, keys), tol)
+            base = mouth_accuracy(mouth_states(still, boxes, truth, keys), tol)
+            for name, v in got.items():
+                add(name, [v] * n)
+            for name, v in base.items():
+                add(f"still_{name}", [v] * n)
+        if "key_landmarks16" in batch:
+            lms = batch["key_landmarks16"][rows].cpu().numpy() / 16.0
+            measured_real = pixel_openness(real, lms)
+            tol = self.cfg.eval.pixel_openness_tol
+            for name, img in (("mouth_open_px_acc", gen), ("still_mouth_open_px_acc", still)):
+                add(name, np.nan_to_num(np.abs(pixel_openness(img, lms) - measured_real), nan=1e9) <= tol)
