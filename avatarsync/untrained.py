@@ -18,11 +18,14 @@ from .pipeline import BundleInfo, make_bundle
 def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codebook_bits: int = 10,
                           fkg_size: str = "tiny", interp_width: int = 32, interp_layers: int = 2,
                           seed: int = 0, reference: bool = True, pixel_factor: int = 8,
-                          crop_size: int = 128) -> Path:
+                          crop_size: int = 128, fkg_window: list[float] | None = None,
+                          guidance: float = 1.0) -> Path:
     """Randomly initialised tokenizer + FKG + interpolator, bundled like a trained model.
 
     ``reference``: the tokenizer decodes against the portrait crop; ``pixel_factor`` > 0: the
     interpolator works on space-to-depth pixel latents (as the default bundle's), 0: on code vectors.
+    ``fkg_window``: the keyframe model's frame window (None: the whole grid); ``guidance``: the
+    bundle's default classifier-free guidance scale.
     """
     from .fkg.model import FKGModel
     from .fkg.task import save_fkg
@@ -39,7 +42,8 @@ def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codeboo
                            reference=reference, reference_encoder=reference)
     tok = VisualTokenizer(tcfg)
     save_tokenizer(tok, tcfg, parts / "tokenizer")
-    fkg = FKGModel(FKGVocab(units=list(VISEME_NAMES), codebook_size=tok.codebook_size), size=fkg_size)
+    fkg = FKGModel(FKGVocab(units=list(VISEME_NAMES), codebook_size=tok.codebook_size), size=fkg_size,
+                   frame_window=fkg_window)
     save_fkg(fkg, parts / "fkg")
     channels = 3 * pixel_factor ** 2 if pixel_factor else tcfg.z_channels
     icfg = InterpModelConfig(latent_channels=channels, d_model=interp_width, n_layers=interp_layers,
@@ -50,4 +54,4 @@ def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codeboo
     (parts / "interp" / "config.yaml").write_text(yaml.safe_dump({"model": icfg.__dict__,
                                                                   "data": {"tokenizer": codec, "crop_size": crop_size}}))
     return make_bundle(Path(out) / "bundle", parts / "tokenizer", parts / "fkg", parts / "interp",
-                       BundleInfo(crop_size=crop_size))
+                       BundleInfo(crop_size=crop_size, guidance=guidance))

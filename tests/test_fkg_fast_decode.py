@@ -12,9 +12,10 @@ from avatarsync.fkg.vocab import FKGVocab
 UNITS = ["a", "b", "c", "d", "e", "f"]
 
 
-def _model(variant, k=16, seed=0, frame_window=None):
+def _model(variant, k=16, seed=0, frame_window=None, unit_context=False):
     torch.manual_seed(seed)
-    m = FKGModel(FKGVocab(units=UNITS, codebook_size=k), "tiny", variant, frame_window=frame_window)
+    m = FKGModel(FKGVocab(units=UNITS, codebook_size=k), "tiny", variant, frame_window=frame_window,
+                 unit_context=unit_context)
     with torch.no_grad():  # larger weights than the init, so that every input moves the logits
         for p in m.parameters():
             if p.dim() > 1:
@@ -80,6 +81,30 @@ def test_guided_decoding_engines_agree_and_follow_the_guided_logits(frame_window
     assert torch.equal(one.codes, plain.codes)
     with pytest.raises(GenerationError, match="one-to-one"):
         generate_keyframes(_model("global"), ref, units, durs, SamplingConfig(guidance=2.0))
+
+
+def test_unit_context_model_engines_agree_and_keyframes_see_their_neighbours():
+    m = _model("one_to_one", k=64, unit_context=True, frame_window=[0.0, 0.5, 1.0, 1.0])
+    ref, units, durs = _utterance(m.vocab, "abcdae")
+    fast = generate_keyframes(m, ref, units, durs, return_logits=True)
+    slow = generate_keyframes(m, ref, units, durs, return_logits=True, engine="transformers", dedupe=False)
+    nocache = generate_keyframes(m, ref, units, durs, engine="transformers", use_cache=False)
+    assert torch.equal(fast.codes, slow.codes) and torch.equal(fast.codes, nocache.codes)
+    torch.testing.assert_close(fast.logits, slow.logits, atol=1e-4, rtol=1e-4)
+    guided = generate_keyframes(m, ref, units, durs, SamplingConfig(guidance=2.0), return_logits=True)
+    guided_slow = generate_keyframes(m, ref, units, durs, SamplingConfig(guidance=2.0), return_logits=True,
+                                     engine="transformers", dedupe=False)
+    assert torch.equal(guided.codes, guided_slow.codes)
+    # changing unit 3 changes keyframes 2, 3 and 4 (its neighbours read it as context), not 0, 1, 5
+    other = units.clone()
+    other[3] = m.vocab.unit_id("f")
+    moved = generate_keyframes(m, ref, other, durs, return_logits=True)
+    changed = [not torch.allclose(moved.logits[i], fast.logits[i]) for i in range(len(units))]
+    assert changed == [False, False, True, True, True, False]
+    # explicit context overrides the neighbours in unit_ids
+    alone = generate_keyframes(m, ref, units[2:3], durs[2:3], return_logits=True,
+                               context_ids=torch.stack([units[1:2], units[3:4]], 1))
+    torch.testing.assert_close(alone.logits[0], fast.logits[2], atol=1e-5, rtol=1e-5)
 
 
 def test_fast_engine_samples_like_the_reference():

@@ -339,3 +339,37 @@ def test_unit_dropout_replaces_units_in_training_only_and_guided_decoding_still_
     val = task.val_dataset()
     m = task.evaluate(model, [task.collate([val[i] for i in range(len(val))])])
     assert m["gen_code_acc"] >= 0.95  # guided (eval.guidance = 2)
+
+
+def _context_examples(n, seed, patterns, length=5):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        seq = list(rng.choice(UNITS, length))
+        nxt = seq[1:] + ["end"]
+        out.append(FKGExample(ref_codes=rng.integers(0, 16, (1, 2)),
+                              key_codes=np.stack([patterns[(u, v)] for u, v in zip(seq, nxt)]),
+                              units=seq, visemes=seq, durations=[0.1] * length))
+    return out
+
+
+def test_unit_context_lets_keyframes_follow_the_next_unit_and_chunks_keep_their_neighbours():
+    rng = np.random.default_rng(0)
+    patterns = {(u, v): rng.integers(0, 16, (1, 2)) for u in UNITS for v in [*UNITS, "end"]}
+    train, val = _context_examples(256, 1, patterns), _context_examples(6, 2, patterns)
+    results = {}
+    for context in (False, True):
+        cfg = FKGConfig(size="tiny", unit_context=context, codebook_size=16)
+        cfg.data.max_units = 3  # chunks cut utterances: their edge units keep their true neighbours
+        task = FKGTask(cfg, train_examples=train, val_examples=val)
+        model, _ = _train(task, 200)
+        vb = task.collate([task.val_dataset()[i] for i in range(len(task.val_dataset()))])
+        results[context] = task.evaluate(model, [vb])["gen_code_acc"]
+        if context:
+            first = task.val_dataset()[0]
+            k = len(first)
+            assert k < len(val[0]) and first.before is None
+            assert first.after == (val[0].units[k], val[0].visemes[k])
+            row = task._row(vb, 0)
+            assert row["context_ids"][-1, 1] == task.vocab.unit_id(val[0].units[k])  # the next chunk's unit
+    assert results[True] >= 0.95 and results[False] < 0.8, results

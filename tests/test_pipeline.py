@@ -75,6 +75,32 @@ def test_code_space_bundle_without_reference(tmp_path):
     assert res.frames.shape[1:] == (128, 128, 3) and len(res.frames) == round(res.track.duration * 25)
 
 
+def test_windowed_guided_bundle_changes_only_the_window_and_reads_its_guidance(tmp_path):
+    from avatarsync.fkg.layout import window_cells
+    from avatarsync.untrained import make_untrained_bundle
+
+    box = [0.25, 0.5, 0.75, 1.0]
+    folder = make_untrained_bundle(tmp_path, fkg_window=box, guidance=2.0)
+    p = Pipeline.from_pretrained(folder, device="cpu")
+    assert p.fkg.frame_window == tuple(box) and p.info.guidance == 2.0
+    aligned = p.crop(None)[1]
+    res = p.speak(text="Hello.", out=None, crop_only=True)
+    units = [u for u in res.track.units if u.end > u.start]
+    track = type(res.track)(units=units, lang="en", duration=res.track.duration)
+    guided = p.keyframes(aligned.crop, track)  # the bundle's guidance
+    plain = p.keyframes(aligned.crop, track, guidance=1.0)
+    import torch
+
+    ref = p.tokenizer.encode(torch.from_numpy(aligned.crop[None]).permute(0, 3, 1, 2).float() / 127.5 - 1,
+                             reference=torch.from_numpy(aligned.crop[None]).permute(0, 3, 1, 2).float() / 127.5 - 1)[0]
+    r0, r1, c0, c1 = window_cells(tuple(ref.shape), box)
+    outside = torch.ones_like(ref, dtype=torch.bool)
+    outside[r0:r1, c0:c1] = False
+    for codes in (guided, plain):
+        assert bool((codes[:, outside] == ref[outside]).all())
+    assert not torch.equal(guided, plain)
+
+
 def test_mandarin_text_runs_through_visual_units(pipe):
     res = pipe.speak(text="和平与发展", lang="zh", out=None, crop_only=True)
     assert len(res.frames) == round(res.track.duration * 25)

@@ -43,6 +43,9 @@ class FKGExample:
     key_pixels: np.ndarray | None = None  # [N, H, W, 3] uint8
     key_boxes: np.ndarray | None = None  # [N, 4] mouth box (x0, y0, x1, y1) in crop pixels
     key_landmarks: np.ndarray | None = None  # [N, K, 2] renderer landmarks in crop pixels (corpus only)
+    # (unit, viseme) just before / after this example in its utterance (None at the utterance's ends)
+    before: tuple[str, str] | None = None
+    after: tuple[str, str] | None = None
 
     def __len__(self) -> int:
         return len(self.units)
@@ -53,7 +56,9 @@ class FKGExample:
                           self.key_frames[start:end], self.ref_pixels,
                           None if self.key_pixels is None else self.key_pixels[start:end],
                           None if self.key_boxes is None else self.key_boxes[start:end],
-                          None if self.key_landmarks is None else self.key_landmarks[start:end])
+                          None if self.key_landmarks is None else self.key_landmarks[start:end],
+                          (self.units[start - 1], self.visemes[start - 1]) if start > 0 else self.before,
+                          (self.units[end], self.visemes[end]) if end < len(self) else self.after)
 
 
 def chunk_bounds(n: int, max_units: int) -> list[tuple[int, int]]:

@@ -28,7 +28,8 @@ from typing import Sequence
 import torch
 
 from .layout import (
-    FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, TokenMeta, frame_step_layout, paste_window, prefix_layout, window_grid,
+    FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, TokenMeta, frame_step_layout, neighbour_ids, paste_window, prefix_layout,
+    layout_context, window_grid,
 )
 from .fast_decode import decode_rows_fast
 from .masks import allowed
@@ -110,13 +111,14 @@ def _pick(logits: torch.Tensor, factors: tuple[int, ...], codebook_size: int, sa
     return merge_codes(torch.stack(digits, -1), factors).clamp(max=codebook_size - 1)
 
 
-def _prefix_kv(model: FKGModel, ids: torch.Tensor, meta: TokenMeta, position: torch.Tensor):
+def _prefix_kv(model: FKGModel, ids: torch.Tensor, meta: TokenMeta, position: torch.Tensor,
+               context: torch.Tensor | None = None):
     from transformers import DynamicCache
 
     cache = DynamicCache()
     mask = allowed(meta, meta, model.mask_variant, model.window)
     model(ids[None], position[None], mask[None], meta.kind[None], meta.offset[None], past_key_values=cache,
-          use_cache=True)
+          use_cache=True, context=None if context is None else context[None])
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
@@ -124,7 +126,8 @@ def _prefix_kv(model: FKGModel, ids: torch.Tensor, meta: TokenMeta, position: to
 def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Sequence[int] | torch.Tensor,
                        dur_ids: Sequence[int] | torch.Tensor, sampling: SamplingConfig | None = None,
                        batch_size: int | None = None, use_cache: bool = True,
-                       return_logits: bool = False, engine: str = "fast", dedupe: bool = True) -> KeyframeResult:
+                       return_logits: bool = False, engine: str = "fast", dedupe: bool = True,
+                       context_ids: torch.Tensor | None = None) -> KeyframeResult:
     """Predict the visual codes of every keyframe of one utterance.
 
     ``ref_codes [h, w]``: the reference image's codes; ``unit_ids``/``dur_ids [N]``: vocabulary
@@ -138,7 +141,9 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
     A model with a frame window (``model.frame_window``) generates only the window's cells;
     the rest of each keyframe is ``ref_codes``. ``sampling.guidance != 1`` decodes every keyframe
     beside an unconditional twin (its unit replaced by ``<unk>``) and picks codes from the guided
-    logits; both rows are fed the picked codes (one-to-one mask only).
+    logits; both rows are fed the picked codes (one-to-one mask only). A model with
+    ``unit_context`` reads each unit's neighbours: ``context_ids [N, 2]`` (previous, next unit id),
+    by default the neighbours in ``unit_ids`` (``<pad>`` past the ends).
     """
     sampling = sampling or SamplingConfig()
     vocab: FKGVocab = model.vocab
@@ -158,12 +163,21 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
     if guided and model.mask_variant != "one_to_one":
         raise GenerationError(f"guidance needs the one-to-one mask (keyframes that see only their own unit), "
                               f"not {model.mask_variant!r}", "use guidance=1 with this model")
+    ctx = None
+    if model.unit_context:
+        ctx = (neighbour_ids(unit_ids.cpu(), vocab.pad_id) if context_ids is None
+               else torch.as_tensor(context_ids, dtype=torch.long).cpu())
+        if ctx.shape != (n, 2):
+            raise GenerationError(f"context_ids must be [N, 2] = [{n}, 2], got {tuple(ctx.shape)}")
     if (dedupe and sampling.temperature <= 0 and model.mask_variant == "one_to_one" and model.stride == 0
             and unit_ids.numel() == dur_ids.numel()):
-        pairs, inverse = torch.unique(torch.stack([unit_ids, dur_ids], 1), dim=0, return_inverse=True)
+        keys = torch.stack([unit_ids.cpu(), dur_ids.cpu()], 1)
+        keys = keys if ctx is None else torch.cat([keys, ctx], 1)
+        pairs, inverse = torch.unique(keys, dim=0, return_inverse=True)
         if len(pairs) < n:
             res = generate_keyframes(model, ref_codes, pairs[:, 0], pairs[:, 1], sampling, batch_size, use_cache,
-                                     return_logits, engine, dedupe=False)
+                                     return_logits, engine, dedupe=False,
+                                     context_ids=None if ctx is None else pairs[:, 2:4])
             inverse = inverse.to(res.codes.device)
             return KeyframeResult(codes=res.codes[inverse],
                                   logits=None if res.logits is None else res.logits[inverse])
@@ -174,10 +188,13 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
     if guided:  # segments n..2n-1: the same keyframes with <unk> units (their unconditional twins)
         ids, meta, position = prefix_layout(vocab, ref_codes.cpu(), torch.cat([unit_ids, torch.full_like(
             unit_ids, vocab.special_id(UNK_UNIT))]), torch.cat([dur_ids, dur_ids]), model.stride)
+        if ctx is not None:  # twins have no context either (as units dropped in training)
+            ctx = torch.cat([ctx, torch.full_like(ctx, vocab.pad_id)])
     else:
         ids, meta, position = prefix_layout(vocab, ref_codes.cpu(), unit_ids, dur_ids, model.stride)
+    prefix_ctx = None if ctx is None else layout_context(meta, ctx, vocab.pad_id).to(device)
     ids, meta, position = ids.to(device), meta.to(device), position.to(device)
-    prefix_kv = _prefix_kv(model, ids, meta, position) if use_cache else None
+    prefix_kv = _prefix_kv(model, ids, meta, position, prefix_ctx) if use_cache else None
 
     chunk = n if batch_size is None else batch_size
     codes = torch.zeros(n, f, dtype=torch.long, device=device)
@@ -198,7 +215,8 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
         if use_cache and engine == "fast":
             out_codes, out_logits = decode_rows_fast(model, rows, meta, prefix_kv, f, pick, return_logits, h * w)
         else:
-            out_codes, out_logits = _decode_rows(model, rows, ids, meta, position, prefix_kv, f, pick, h * w)
+            out_codes, out_logits = _decode_rows(model, rows, ids, meta, position, prefix_kv, f, pick, h * w,
+                                                 prefix_ctx)
         codes[segs] = out_codes[:len(segs)]
         if all_logits is not None:
             all_logits[segs] = _guide(out_logits, sampling.guidance) if guided else out_logits
@@ -213,7 +231,8 @@ def _guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, prefix_meta: TokenMeta,
-                 prefix_pos: torch.Tensor, prefix_kv, f: int, pick, ref_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 prefix_pos: torch.Tensor, prefix_kv, f: int, pick, ref_len: int,
+                 prefix_ctx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     vocab: FKGVocab = model.vocab
     b, p = segs.numel(), prefix_ids.numel()
     device = prefix_ids.device
@@ -246,7 +265,11 @@ def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, 
             all_pos = torch.cat([prefix_pos.expand(b, p), fed_pos[:, :t + 1]], 1)
             m = TokenMeta(k_meta.kind[:, :p + t + 1], k_meta.segment[:, :p + t + 1], k_meta.offset[:, :p + t + 1])
             mask = allowed(m, m, model.mask_variant, model.window)
-            logits = model(all_ids, all_pos, mask, m.kind, m.offset).logits[:, -1]
+            ctx = None
+            if prefix_ctx is not None:
+                ctx = torch.cat([prefix_ctx.expand(b, p, 2), torch.full((b, t + 1, 2), vocab.pad_id,
+                                                                        dtype=torch.long, device=device)], 1)
+            logits = model(all_ids, all_pos, mask, m.kind, m.offset, context=ctx).logits[:, -1]
         logits_out[:, t] = logits.float()
         codes[:, t] = pick(logits)
     return codes, logits_out

@@ -160,6 +160,26 @@ def unpack_utterance(vocab: FKGVocab, packed: PackedUtterance) -> dict[str, torc
     }
 
 
+# -- unit context -----------------------------------------------------------------------------
+def neighbour_ids(unit_ids: torch.Tensor, pad_id: int, before: int | None = None,
+                  after: int | None = None) -> torch.Tensor:
+    """``[N, 2]``: the previous and next unit id of every unit (``before`` / ``after`` or ``pad_id``
+    past the ends)."""
+    unit_ids = torch.as_tensor(unit_ids, dtype=torch.long)
+    first = torch.tensor([pad_id if before is None else before], dtype=torch.long, device=unit_ids.device)
+    last = torch.tensor([pad_id if after is None else after], dtype=torch.long, device=unit_ids.device)
+    return torch.stack([torch.cat([first, unit_ids[:-1]]), torch.cat([unit_ids[1:], last])], 1)
+
+
+def layout_context(meta: TokenMeta, neighbours: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Context ids ``[..., L, 2]`` of a layout: segment i's unit token gets ``neighbours[i]``
+    (``[N, 2]``), every other token ``pad_id``."""
+    is_unit = meta.kind == KIND_UNIT
+    seg = meta.segment.clamp(min=0)
+    ctx = neighbours.to(seg.device)[seg]
+    return torch.where(is_unit.unsqueeze(-1), ctx, torch.full_like(ctx, pad_id))
+
+
 # -- frame windows ----------------------------------------------------------------------------
 def window_cells(grid: tuple[int, int], box: Sequence[float] | None) -> tuple[int, int, int, int]:
     """Grid rows ``r0:r1`` and columns ``c0:c1`` covered by ``box`` (x0, y0, x1, y1 as fractions

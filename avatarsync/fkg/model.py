@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import IGNORE, n_slots, slot_ids, window_cells
+from .layout import IGNORE, KIND_UNIT, n_slots, slot_ids, window_cells
 from .masks import backend_mask, canonical_variant, default_stride
 from .vocab import FKGVocab, split_codes
 
@@ -65,7 +65,8 @@ class FKGModel(nn.Module):
 
     def __init__(self, vocab: FKGVocab, size: str | ModelSize = "small", mask_variant: str = "one_to_one",
                  window: int = 2, stride: int | None = None, attn_implementation: str = "sdpa",
-                 dropout: float = 0.0, frame_window: Sequence[float] | None = None) -> None:
+                 dropout: float = 0.0, frame_window: Sequence[float] | None = None,
+                 unit_context: bool = False) -> None:
         super().__init__()
         from transformers import LlamaConfig, LlamaModel  # heavy import: only when a model is built
 
@@ -97,7 +98,13 @@ class FKGModel(nn.Module):
         self.code_embed = nn.ModuleList(nn.Embedding(f, s.hidden_size) for f in self.factors)
         self.slot_embed = nn.Embedding(n_slots(s.max_frame_tokens), s.hidden_size)
         self.head = nn.Linear(s.hidden_size, sum(self.factors), bias=False)
-        for m in [*self.code_embed, self.slot_embed, self.head]:
+        # Unit context: each unit token also carries its neighbours' ids (previous, next unit; <pad> at
+        # the utterance's ends), embedded and added to it. The mask is unchanged (a keyframe still reads
+        # only its own unit token), but that token says which units surround it (coarticulation).
+        self.unit_context = bool(unit_context)
+        self.context_embed = (nn.ModuleList(nn.Embedding(vocab.n_text, s.hidden_size) for _ in range(2))
+                              if self.unit_context else None)
+        for m in [*self.code_embed, self.slot_embed, self.head, *(self.context_embed or [])]:
             nn.init.normal_(m.weight, std=self.llama_config.initializer_range)
 
     # -- configuration --------------------------------------------------------------------
@@ -120,30 +127,41 @@ class FKGModel(nn.Module):
         return {"size": self.size_name if self.size_name != "custom" else asdict(self.size),
                 "mask_variant": self.mask_variant, "window": self.window, "stride": self.stride,
                 "frame_window": list(self.frame_window) if self.frame_window else None,
+                "unit_context": self.unit_context,
                 "vocab": self.vocab.to_dict()}
 
     @classmethod
     def from_description(cls, d: dict[str, Any], attn_implementation: str = "sdpa") -> "FKGModel":
         size = d["size"] if isinstance(d["size"], str) else ModelSize(**d["size"])
         return cls(FKGVocab.from_dict(d["vocab"]), size, d["mask_variant"], int(d["window"]), int(d["stride"]),
-                   attn_implementation, frame_window=d.get("frame_window"))
+                   attn_implementation, frame_window=d.get("frame_window"),
+                   unit_context=bool(d.get("unit_context", False)))
 
     # -- compute --------------------------------------------------------------------------
-    def embed(self, ids: torch.Tensor, kind: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    def embed(self, ids: torch.Tensor, kind: torch.Tensor, offset: torch.Tensor,
+              context: torch.Tensor | None = None) -> torch.Tensor:
         vis = ids >= self.vocab.visual_offset
         text = self.backbone.embed_tokens(torch.where(vis, torch.zeros_like(ids), ids))
         digits = split_codes((ids - self.vocab.visual_offset).clamp(min=0), self.factors)
         code = sum(emb(digits[..., k]) for k, emb in enumerate(self.code_embed))
         slots = slot_ids(kind, offset, self.size.max_frame_tokens)
-        return torch.where(vis.unsqueeze(-1), code, text) + self.slot_embed(slots)
+        x = torch.where(vis.unsqueeze(-1), code, text) + self.slot_embed(slots)
+        if self.context_embed is not None and (context is not None or bool((kind == KIND_UNIT).any())):
+            if context is None:
+                raise ModelConfigError("this keyframe model reads unit context: pass context [..., 2] "
+                                       "(previous and next unit ids per token, layout.layout_context)")
+            near = self.context_embed[0](context[..., 0]) + self.context_embed[1](context[..., 1])
+            x = x + near * (kind == KIND_UNIT).unsqueeze(-1).to(near.dtype)
+        return x
 
     def forward(self, ids: torch.Tensor, position: torch.Tensor, mask: torch.Tensor, kind: torch.Tensor,
                 offset: torch.Tensor, past_key_values: Any = None, use_cache: bool = False,
-                select: torch.Tensor | None = None) -> FKGOutput:
+                select: torch.Tensor | None = None, context: torch.Tensor | None = None) -> FKGOutput:
         """``ids``/``position``/``kind``/``offset`` ``[B, Lq]`` (layout.py); ``mask`` bool
         ``[B, Lq, Lk]`` (True = attend), where ``Lk`` counts cached tokens plus the new ones.
-        ``select`` (bool ``[B, Lq]``) keeps only those positions' logits (``[M, sum(factors)]``)."""
-        x = self.embed(ids, kind, offset)
+        ``select`` (bool ``[B, Lq]``) keeps only those positions' logits (``[M, sum(factors)]``).
+        ``context [B, Lq, 2]``: neighbouring unit ids of unit tokens (models with ``unit_context``)."""
+        x = self.embed(ids, kind, offset, context)
         attn = backend_mask(mask, self.attn_implementation, x.dtype)
         out = self.backbone(inputs_embeds=x, attention_mask=attn, position_ids=position,
                             past_key_values=past_key_values, use_cache=use_cache)

@@ -36,7 +36,7 @@ from .data import CacheDataset, ExampleDataset, FKGExample, build_token_cache, c
 from .generate import SamplingConfig, generate_keyframes
 from .layout import (
     FRAME_OFFSET, IGNORE, KIND_FRAME, KIND_UNIT, TokenMeta, collate_packed, crop_window, pack_utterance, paste_window,
-    prefix_length, segment_length, window_cells,
+    layout_context, neighbour_ids, prefix_length, segment_length, window_cells,
 )
 from .masks import canonical_variant, default_stride, packed_mask
 from .metrics import mouth_accuracy, mouth_states, pixel_openness, psnr, ssim, to_unit
@@ -105,6 +105,9 @@ class FKGConfig:
     # are the reference's codes. Empty: the whole grid (the paper's layout). A mouth window cuts the
     # sequential decoding steps per keyframe (bench/fkg_window.py measures what it costs in pixels).
     frame_window: list[float] = field(default_factory=list)
+    # Each unit token also carries its previous and next unit (model.unit_context): the keyframe of a
+    # unit can follow coarticulation while the mask stays one-to-one.
+    unit_context: bool = False
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     dropout: float = 0.0
     units: list[str] = field(default_factory=list)  # unit vocabulary; empty = every unit of the training split
@@ -310,10 +313,20 @@ class FKGTask:
             return tuple(saved["frame_window"]) if saved.get("frame_window") else None
         return None
 
+    @property
+    def unit_context(self) -> bool:
+        """The recipe's unit_context, or (stage 2) the init_from model's."""
+        if self.cfg.unit_context:
+            return True
+        if self.cfg.init_from and (Path(self.cfg.init_from) / "model.json").is_file():
+            saved = json.loads((Path(self.cfg.init_from) / "model.json").read_text(encoding="utf-8"))
+            return bool(saved.get("unit_context", False))
+        return False
+
     def build_model(self) -> FKGModel:
         cfg = self.cfg
         model = FKGModel(self.vocab, cfg.size, self.variant, cfg.window, self.stride, cfg.attn_implementation,
-                         cfg.dropout, frame_window=self.frame_window)
+                         cfg.dropout, frame_window=self.frame_window, unit_context=self.unit_context)
         if cfg.init_from:
             from ..train.checkpoint import load_weights
 
@@ -326,13 +339,20 @@ class FKGTask:
     # -- batches -------------------------------------------------------------------------------
     def collate(self, items: list[FKGExample]) -> dict[str, Any]:
         vocab, window = self.vocab, self.frame_window
-        packed = []
+        packed, neighbours = [], []
         for ex in items:
             units = [vocab.unit_id(s) for s in self._symbols(ex)]
             durs = [vocab.duration_id(d) for d in ex.durations]
             packed.append(pack_utterance(vocab, torch.as_tensor(ex.ref_codes), units, durs,
                                          crop_window(torch.as_tensor(ex.key_codes), window), self.stride))
+            edge = [None if x is None else vocab.unit_id(x[0 if self.cfg.data.unit_key == "symbol" else 1])
+                    for x in (ex.before, ex.after)]
+            neighbours.append(neighbour_ids(torch.tensor(units), vocab.pad_id, *edge))
         batch: dict[str, Any] = collate_packed(packed, vocab.pad_id)
+        if self.unit_context:
+            batch["context"] = torch.stack([
+                layout_context(TokenMeta(batch["kind"][b], batch["segment"][b], batch["offset"][b]), neighbours[b],
+                             vocab.pad_id) for b in range(len(items))])
         batch["n_units"] = torch.tensor([len(ex) for ex in items])
         batch["grid"] = torch.tensor(packed[0].grid)  # the generated cells' grid (the window's)
         batch["ref_grid"] = torch.tensor(packed[0].ref_grid)
@@ -353,11 +373,13 @@ class FKGTask:
         meta = TokenMeta(batch["kind"], batch["segment"], batch["offset"])
         mask = packed_mask(meta, self.variant, self.cfg.window)
         sel = batch["labels"] != IGNORE
-        ids = batch["ids"]
+        ids, context = batch["ids"], batch.get("context")
         if model.training and self.cfg.loss.unit_dropout > 0:
             drop = (batch["kind"] == KIND_UNIT) & (torch.rand(ids.shape, device=ids.device) < self.cfg.loss.unit_dropout)
             ids = torch.where(drop, torch.full_like(ids, self.vocab.special_id(UNK_UNIT)), ids)
-        out = model(ids, batch["position"], mask, batch["kind"], batch["offset"], select=sel)
+            if context is not None:  # a dropped unit loses its neighbours too (the guidance twin's input)
+                context = torch.where(drop.unsqueeze(-1), torch.full_like(context, self.vocab.pad_id), context)
+        out = model(ids, batch["position"], mask, batch["kind"], batch["offset"], select=sel, context=context)
         return out.logits, batch["labels"][sel]
 
     def compute_loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -484,8 +506,11 @@ class FKGTask:
         segs = ids[r:].reshape(n, s)
         ref = self.vocab.codes_of(ids[1:r]).reshape(h, w)
         frames = self.vocab.codes_of(segs[:, FRAME_OFFSET:]).reshape(n, fh, fw)
-        return {"ref_codes": ref, "unit_ids": segs[:, 1], "dur_ids": segs[:, 0], "frame_codes": frames,
+        part = {"ref_codes": ref, "unit_ids": segs[:, 1], "dur_ids": segs[:, 0], "frame_codes": frames,
                 "full_codes": paste_window(ref, frames, self.frame_window)}
+        if "context" in batch:  # the neighbours of each unit token, in segment order
+            part["context_ids"] = batch["context"][b, :r + n * s].cpu()[r:].reshape(n, s, 2)[:, 1]
+        return part
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: list[dict[str, Any]]) -> dict[str, float]:
@@ -506,7 +531,8 @@ class FKGTask:
     def _evaluate_generation(self, model: nn.Module, batches: list[dict[str, Any]], add) -> None:
         def generate(part: dict[str, torch.Tensor]) -> torch.Tensor:
             res = generate_keyframes(model, part["ref_codes"], part["unit_ids"], part["dur_ids"],
-                                     SamplingConfig(guidance=self.cfg.eval.guidance))
+                                     SamplingConfig(guidance=self.cfg.eval.guidance),
+                                     context_ids=part.get("context_ids"))
             gen = crop_window(res.codes, self.frame_window)
             add("gen_code_acc", float((gen == part["frame_codes"].to(gen.device)).float().mean()))
             return res.codes
