@@ -187,6 +187,7 @@ class FKGTask:
         self._cache_index: dict | None = None
         self._vocab: FKGVocab | None = None
         self._pixel_losses: nn.Module | None = None
+        self._init_meta: dict[str, Any] | None = None
 
     # -- data ----------------------------------------------------------------------------------
     def _cache_dir(self) -> Path:
@@ -271,10 +272,9 @@ class FKGTask:
     def _make_vocab(self) -> FKGVocab:
         cfg = self.cfg
         if cfg.init_from:
-            meta = Path(cfg.init_from) / "model.json"
-            if not meta.is_file():
+            if "vocab" not in self._init_description():
                 raise CheckpointError(f"init_from {cfg.init_from} has no model.json", "point at an FKG model folder")
-            return FKGVocab.from_dict(json.loads(meta.read_text(encoding="utf-8"))["vocab"])
+            return FKGVocab.from_dict(self._init_description()["vocab"])
         self._datasets()
         units = list(cfg.units)
         if not units:
@@ -303,25 +303,23 @@ class FKGTask:
         return self._tokenizer
 
     # -- model ---------------------------------------------------------------------------------
+    def _init_description(self) -> dict[str, Any]:
+        """The init_from model's model.json (empty without one), read once."""
+        if self._init_meta is None:
+            meta = Path(self.cfg.init_from) / "model.json" if self.cfg.init_from else None
+            self._init_meta = json.loads(meta.read_text(encoding="utf-8")) if meta and meta.is_file() else {}
+        return self._init_meta
+
     @property
     def frame_window(self) -> tuple[float, ...] | None:
         """The recipe's frame window, else (stage 2) the init_from model's; None: the whole grid."""
-        if self.cfg.frame_window:
-            return tuple(float(v) for v in self.cfg.frame_window)
-        if self.cfg.init_from and (Path(self.cfg.init_from) / "model.json").is_file():
-            saved = json.loads((Path(self.cfg.init_from) / "model.json").read_text(encoding="utf-8"))
-            return tuple(saved["frame_window"]) if saved.get("frame_window") else None
-        return None
+        box = self.cfg.frame_window or self._init_description().get("frame_window")
+        return tuple(float(v) for v in box) if box else None
 
     @property
     def unit_context(self) -> bool:
         """The recipe's unit_context, or (stage 2) the init_from model's."""
-        if self.cfg.unit_context:
-            return True
-        if self.cfg.init_from and (Path(self.cfg.init_from) / "model.json").is_file():
-            saved = json.loads((Path(self.cfg.init_from) / "model.json").read_text(encoding="utf-8"))
-            return bool(saved.get("unit_context", False))
-        return False
+        return bool(self.cfg.unit_context or self._init_description().get("unit_context", False))
 
     def build_model(self) -> FKGModel:
         cfg = self.cfg
