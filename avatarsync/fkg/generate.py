@@ -204,6 +204,7 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
         gens = None
         if sampling.temperature > 0:
             gens = [torch.Generator().manual_seed(int(sampling.seed) * 1_000_003 + int(s)) for s in segs]
+
         def pick(logits: torch.Tensor, gens=gens) -> torch.Tensor:
             if guided:  # rows [keyframes, their twins]: pick from the guided logits, feed both
                 logits = _guide(logits, sampling.guidance)
