@@ -19,13 +19,13 @@ def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codeboo
                           fkg_size: str = "tiny", interp_width: int = 32, interp_layers: int = 2,
                           seed: int = 0, reference: bool = True, pixel_factor: int = 8,
                           crop_size: int = 128, fkg_window: list[float] | None = None,
-                          guidance: float = 1.0) -> Path:
+                          fkg_unit_context: bool = False, guidance: float = 1.0) -> Path:
     """Randomly initialised tokenizer + FKG + interpolator, bundled like a trained model.
 
     ``reference``: the tokenizer decodes against the portrait crop; ``pixel_factor`` > 0: the
     interpolator works on space-to-depth pixel latents (as the default bundle's), 0: on code vectors.
-    ``fkg_window``: the keyframe model's frame window (None: the whole grid); ``guidance``: the
-    bundle's default classifier-free guidance scale.
+    ``fkg_window``: the keyframe model's frame window (None: the whole grid); ``fkg_unit_context``:
+    its unit tokens carry their neighbours; ``guidance``: the bundle's default guidance scale.
     """
     from .fkg.model import FKGModel
     from .fkg.task import save_fkg
@@ -43,7 +43,7 @@ def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codeboo
     tok = VisualTokenizer(tcfg)
     save_tokenizer(tok, tcfg, parts / "tokenizer")
     fkg = FKGModel(FKGVocab(units=list(VISEME_NAMES), codebook_size=tok.codebook_size), size=fkg_size,
-                   frame_window=fkg_window)
+                   frame_window=fkg_window, unit_context=fkg_unit_context)
     save_fkg(fkg, parts / "fkg")
     channels = 3 * pixel_factor ** 2 if pixel_factor else tcfg.z_channels
     icfg = InterpModelConfig(latent_channels=channels, d_model=interp_width, n_layers=interp_layers,

@@ -6,8 +6,8 @@ with the number of phonemes.
     python bench/speak_speed.py --threads 2 --counts 20 50 100 200
 
 Timings depend on the architecture, not on the weights, so an untrained bundle of the default
-sizes (tokenizer small 2^14 codes, FKG cpu with the shipped bundle's frame window and guidance,
-interpolator 64 x 4) measures the default's speed.
+sizes (tokenizer small 2^14 codes, FKG cpu with the shipped bundle's frame window, unit context
+and guidance, interpolator 64 x 4) measures the default's speed.
 """
 
 from __future__ import annotations
@@ -52,12 +52,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     folder = args.checkpoint
-    if folder is None:  # the shipped bundle's keyframe window and guidance, untrained weights
+    if folder is None:  # the shipped bundle's keyframe settings, untrained weights
         shipped = json.loads((DEFAULT_BUNDLE / "fkg" / "model.json").read_text())
         guidance = float(read_yaml(DEFAULT_BUNDLE / "pipeline.yaml").get("guidance", 1.0))
         folder = make_untrained_bundle(tempfile.mkdtemp(), tokenizer_size="small", codebook_bits=14,
                                        fkg_size="cpu", interp_width=64, interp_layers=4,
-                                       fkg_window=shipped.get("frame_window"), guidance=guidance)
+                                       fkg_window=shipped.get("frame_window"),
+                                       fkg_unit_context=bool(shipped.get("unit_context")), guidance=guidance)
     pipe = Pipeline.from_pretrained(folder, device=args.device)
     pipe.speak(text="Warm up.", out=None)  # first-call costs (library loading) are not per-video costs
 

@@ -80,9 +80,9 @@ def test_windowed_guided_bundle_changes_only_the_window_and_reads_its_guidance(t
     from avatarsync.untrained import make_untrained_bundle
 
     box = [0.25, 0.5, 0.75, 1.0]
-    folder = make_untrained_bundle(tmp_path, fkg_window=box, guidance=2.0)
+    folder = make_untrained_bundle(tmp_path, fkg_window=box, fkg_unit_context=True, guidance=2.0)
     p = Pipeline.from_pretrained(folder, device="cpu")
-    assert p.fkg.frame_window == tuple(box) and p.info.guidance == 2.0
+    assert p.fkg.frame_window == tuple(box) and p.fkg.unit_context and p.info.guidance == 2.0
     aligned = p.crop(None)[1]
     res = p.speak(text="Hello.", out=None, crop_only=True)
     units = [u for u in res.track.units if u.end > u.start]
