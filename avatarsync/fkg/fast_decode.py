@@ -115,13 +115,12 @@ def _attend(q: torch.Tensor, shared_k: torch.Tensor, shared_v: torch.Tensor, own
 
 @torch.no_grad()
 def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta, prefix_kv, f: int,
-                     pick, return_logits: bool = True, ref_len: int | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     pick, return_logits: bool, ref_len: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Codes ``[b, f]`` (and logits ``[b, f, sum(factors)]``) of keyframes ``segs``.
 
     ``prefix_kv``: per layer ``(keys, values)`` ``[1, heads, p, head_dim]`` of the shared prefix;
     ``pick(logits [b, sum(factors)]) -> codes [b]`` chooses each step's codes (greedy or sampled).
-    ``ref_len``: reference codes in the prefix (default ``f``; fewer frame tokens for a windowed model).
+    ``ref_len``: reference codes in the prefix (``f`` for a full-grid model, more for a windowed one).
     """
     vocab = model.vocab
     cfg = model.llama_config
@@ -152,7 +151,7 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
         own_ok = torch.cat([valid, torch.ones((b, f), dtype=torch.bool, device=device)], 1)[:, None, None, :]
 
     # per-step tables: positions -> rotary cos/sin, slot embeddings, the [B] token's embedding
-    steps = [frame_step_layout(segs, t, f if ref_len is None else ref_len, model.stride) for t in range(f)]
+    steps = [frame_step_layout(segs, t, ref_len, model.stride) for t in range(f)]
     positions = torch.stack([pos for _, pos in steps], 1)  # [b, f]
     probe = torch.zeros(1, dtype=dtype, device=device)
     cos, sin = model.backbone.rotary_emb(probe, positions)

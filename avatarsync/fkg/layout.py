@@ -77,7 +77,7 @@ class PackedUtterance:
     labels: torch.Tensor
     n_units: int
     grid: tuple[int, int]  # the frame tokens' grid (the window's, for a windowed model)
-    ref_grid: tuple[int, int] | None = None  # the reference grid (None: same as grid)
+    ref_grid: tuple[int, int]  # the reference grid
 
     @property
     def meta(self) -> TokenMeta:
@@ -149,7 +149,7 @@ def pack_utterance(vocab: FKGVocab, ref_codes: torch.Tensor, unit_ids: Sequence[
 def unpack_utterance(vocab: FKGVocab, packed: PackedUtterance) -> dict[str, torch.Tensor]:
     """Inverse of ``pack_utterance``: reference codes, unit ids, duration ids and frame codes."""
     fh, fw = packed.grid
-    h, w = packed.ref_grid or packed.grid
+    h, w = packed.ref_grid
     r, s, n = prefix_length(h * w), segment_length(fh * fw), packed.n_units
     segs = packed.ids[r:r + n * s].reshape(n, s)
     return {
@@ -187,13 +187,19 @@ def window_cells(grid: tuple[int, int], box: Sequence[float] | None) -> tuple[in
     h, w = int(grid[0]), int(grid[1])
     if not box:
         return 0, h, 0, w
+    x0, y0, x1, y1 = check_window(box)
+    return int(y0 * h), math.ceil(y1 * h), int(x0 * w), math.ceil(x1 * w)
+
+
+def check_window(box: Sequence[float]) -> tuple[float, float, float, float]:
+    """``box`` as four floats (x0, y0, x1, y1), or a LayoutError when it is not a box inside the grid."""
     if len(box) != 4:
         raise LayoutError(f"a frame window is (x0, y0, x1, y1) fractions of the grid, got {list(box)}")
     x0, y0, x1, y1 = (float(v) for v in box)
     if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
         raise LayoutError(f"frame window {list(box)} is not inside the unit square with x0 < x1 and y0 < y1",
                           "give fractions of the token grid, for example [0.25, 0.5, 0.75, 1.0]")
-    return int(y0 * h), math.ceil(y1 * h), int(x0 * w), math.ceil(x1 * w)
+    return x0, y0, x1, y1
 
 
 def window_grid(grid: tuple[int, int], box: Sequence[float] | None) -> tuple[int, int]:

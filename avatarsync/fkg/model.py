@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import IGNORE, KIND_UNIT, n_slots, slot_ids, window_cells
+from .layout import IGNORE, KIND_UNIT, check_window, n_slots, slot_ids
 from .masks import backend_mask, canonical_variant, default_stride
 from .vocab import FKGVocab, split_codes
 
@@ -80,9 +80,7 @@ class FKGModel(nn.Module):
         self.window = window
         self.stride = default_stride(self.mask_variant) if stride is None else int(stride)
         # (x0, y0, x1, y1) fractions of the token grid whose cells a keyframe generates; None: all
-        self.frame_window = tuple(float(v) for v in frame_window) if frame_window else None
-        if self.frame_window is not None:
-            window_cells((16, 16), self.frame_window)  # validates the box
+        self.frame_window = check_window(frame_window) if frame_window else None
         s = self.size
         if s.hidden_size % s.num_heads:
             raise ModelConfigError(f"hidden_size {s.hidden_size} is not divisible by num_heads {s.num_heads}")

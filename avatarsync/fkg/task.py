@@ -337,20 +337,17 @@ class FKGTask:
     # -- batches -------------------------------------------------------------------------------
     def collate(self, items: list[FKGExample]) -> dict[str, Any]:
         vocab, window = self.vocab, self.frame_window
-        packed, neighbours = [], []
+        packed, unit_ids = [], []
         for ex in items:
             units = [vocab.unit_id(s) for s in self._symbols(ex)]
             durs = [vocab.duration_id(d) for d in ex.durations]
             packed.append(pack_utterance(vocab, torch.as_tensor(ex.ref_codes), units, durs,
                                          crop_window(torch.as_tensor(ex.key_codes), window), self.stride))
-            edge = [None if x is None else vocab.unit_id(x[0 if self.cfg.data.unit_key == "symbol" else 1])
-                    for x in (ex.before, ex.after)]
-            neighbours.append(neighbour_ids(torch.tensor(units), vocab.pad_id, *edge))
+            unit_ids.append(units)
         batch: dict[str, Any] = collate_packed(packed, vocab.pad_id)
         if self.unit_context:
-            batch["context"] = torch.stack([
-                layout_context(TokenMeta(batch["kind"][b], batch["segment"][b], batch["offset"][b]), neighbours[b],
-                             vocab.pad_id) for b in range(len(items))])
+            batch["context"] = torch.stack([self._layout_context(batch, b, ex, units)
+                                            for b, (ex, units) in enumerate(zip(items, unit_ids))])
         batch["n_units"] = torch.tensor([len(ex) for ex in items])
         batch["grid"] = torch.tensor(packed[0].grid)  # the generated cells' grid (the window's)
         batch["ref_grid"] = torch.tensor(packed[0].ref_grid)
@@ -366,6 +363,15 @@ class FKGTask:
         if all(ex.ref_pixels is not None for ex in items):
             batch["ref_pixels"] = torch.from_numpy(np.stack([ex.ref_pixels for ex in items]))
         return batch
+
+    def _layout_context(self, batch: dict[str, Any], b: int, ex: FKGExample, units: list[int]) -> torch.Tensor:
+        """Context ids ``[L, 2]`` of batch row ``b``: each unit token's neighbours, the chunk's edge
+        units taking their neighbours in the whole utterance (``ex.before`` / ``ex.after``)."""
+        key = 0 if self.cfg.data.unit_key == "symbol" else 1
+        edges = [None if x is None else self.vocab.unit_id(x[key]) for x in (ex.before, ex.after)]
+        neighbours = neighbour_ids(torch.tensor(units), self.vocab.pad_id, *edges)
+        meta = TokenMeta(batch["kind"][b], batch["segment"][b], batch["offset"][b])
+        return layout_context(meta, neighbours, self.vocab.pad_id)
 
     def _forward(self, model: nn.Module, batch: dict[str, Any]):
         meta = TokenMeta(batch["kind"], batch["segment"], batch["offset"])
