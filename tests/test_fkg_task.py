@@ -341,6 +341,31 @@ def test_unit_dropout_replaces_units_in_training_only_and_guided_decoding_still_
     assert m["gen_code_acc"] >= 0.95  # guided (eval.guidance = 2)
 
 
+def test_code_noise_swaps_keyframe_inputs_in_training_only_and_keeps_labels():
+    from avatarsync.fkg.layout import KIND_FRAME
+
+    tok = FakeTokenizer()
+    cfg = FKGConfig(size="tiny")
+    cfg.loss.code_noise = 0.5
+    task = FKGTask(cfg, train_examples=_pixel_examples(32, 0, tok), val_examples=[], tokenizer=tok)
+    batch = task.collate([task.train_dataset()[i] for i in range(8)])
+    labels = batch["labels"].clone()
+    seen = []
+    torch.manual_seed(0)
+    model = task.build_model()
+    model.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+    model.train()
+    task._forward(model, batch)
+    model.eval()
+    task._forward(model, batch)
+    frames = batch["kind"] == KIND_FRAME
+    changed = seen[0] != batch["ids"]
+    assert not bool(changed[~frames].any())  # reference, units, durations and [B] untouched
+    assert 0.2 < float(changed[frames].float().mean()) < 0.6  # ~half swapped; some draw their own code
+    assert set(seen[0][frames].tolist()) <= set(batch["ids"][frames].tolist())  # codes from the batch
+    assert torch.equal(seen[1], batch["ids"]) and torch.equal(batch["labels"], labels)
+
+
 def _context_examples(n, seed, patterns, length=5):
     rng = np.random.default_rng(seed)
     out = []

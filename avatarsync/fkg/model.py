@@ -35,10 +35,12 @@ class ModelSize:
     max_frame_tokens: int = 1024  # largest token grid (h*w) the slot embedding covers
 
 
-# tiny: unit tests; small: the CPU default; base / large: GPU training.
+# tiny: unit tests; cpu / cpu_wide: models trained on 2 CPU cores; small: a larger CPU model;
+# base / large: GPU training.
 MODEL_SIZES: dict[str, ModelSize] = {
     "tiny": ModelSize(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128),
-    "cpu": ModelSize(hidden_size=128, num_layers=3, num_heads=4, intermediate_size=384),  # bundled CPU default
+    "cpu": ModelSize(hidden_size=128, num_layers=3, num_heads=4, intermediate_size=384),
+    "cpu_wide": ModelSize(hidden_size=192, num_layers=4, num_heads=6, intermediate_size=512),
     "small": ModelSize(hidden_size=384, num_layers=6, num_heads=6, intermediate_size=1024),
     "base": ModelSize(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2048),
     "large": ModelSize(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=2816),

@@ -79,6 +79,10 @@ class FKGLossConfig:
     # Probability that a training segment's unit reads <unk>: the model also learns the keyframe
     # without its unit, which classifier-free guidance (eval.guidance, speak --guidance) needs.
     unit_dropout: float = 0.0
+    # Probability that a keyframe's input code (never its label) is swapped for a code from elsewhere in
+    # the batch, so the model learns not to trust its own earlier cells blindly: decoding feeds it its
+    # own guesses, training the true codes (exposure bias).
+    code_noise: float = 0.0
     decode_mode: Literal["st", "soft"] = "st"  # differentiable decode: straight-through or soft
     max_frames: int = 4  # keyframes decoded per step for the pixel losses
     lpips_weights: str | None = None  # local torchvision backbone state dict for LPIPS (else fallback)
@@ -97,7 +101,7 @@ class FKGEvalConfig:
 
 @dataclass
 class FKGConfig:
-    size: Literal["tiny", "cpu", "small", "base", "large"] = "small"
+    size: Literal["tiny", "cpu", "cpu_wide", "small", "base", "large"] = "small"
     mask: str = "one_to_one"  # global | accumulative | window | one_to_one
     window: int = 2  # units visible to the 'window' variant
     position_stride: int | None = None  # None: 0 for one_to_one, 3 otherwise (layout.py)
@@ -383,8 +387,21 @@ class FKGTask:
             ids = torch.where(drop, torch.full_like(ids, self.vocab.special_id(UNK_UNIT)), ids)
             if context is not None:  # a dropped unit loses its neighbours too (the guidance twin's input)
                 context = torch.where(drop.unsqueeze(-1), torch.full_like(context, self.vocab.pad_id), context)
+        if model.training and self.cfg.loss.code_noise > 0:
+            ids = self._swap_codes(ids, batch["kind"] == KIND_FRAME, self.cfg.loss.code_noise)
         out = model(ids, batch["position"], mask, batch["kind"], batch["offset"], select=sel, context=context)
         return out.logits, batch["labels"][sel]
+
+    @staticmethod
+    def _swap_codes(ids: torch.Tensor, frames: torch.Tensor, p: float) -> torch.Tensor:
+        """``ids`` with each keyframe code (``frames``) swapped, with probability ``p``, for a code drawn
+        from the batch's keyframe codes."""
+        pool = ids[frames]
+        if not len(pool):
+            return ids
+        swap = frames & (torch.rand(ids.shape, device=ids.device) < p)
+        drawn = pool[torch.randint(len(pool), ids.shape, device=ids.device)]
+        return torch.where(swap, drawn, ids)
 
     def compute_loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         lcfg = self.cfg.loss
@@ -493,10 +510,10 @@ class FKGTask:
         """Ground-truth generated-cell codes of every keyframe in the batch, ``[total, f]``."""
         return self.vocab.codes_of(batch["ids"][batch["kind"] == KIND_FRAME]).reshape(-1, int(batch["grid"].prod()))
 
-    def _ref_codes(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Reference codes of every utterance in the batch, ``[B, h, w]``."""
+    def _ref_codes(self, batch: dict[str, Any], rows: slice = slice(None)) -> torch.Tensor:
+        """Reference codes of the batch's utterances ``rows`` (all by default), ``[B, h, w]``."""
         h, w = (int(x) for x in batch["ref_grid"])
-        return self.vocab.codes_of(batch["ids"][:, 1:1 + h * w].cpu()).reshape(-1, h, w)
+        return self.vocab.codes_of(batch["ids"][rows, 1:1 + h * w].cpu()).reshape(-1, h, w)
 
     # -- evaluation ----------------------------------------------------------------------------
     def _row(self, batch: dict[str, Any], b: int) -> dict[str, torch.Tensor]:
@@ -508,7 +525,7 @@ class FKGTask:
         r, s = prefix_length(h * w), segment_length(fh * fw)
         ids = batch["ids"][b, :r + n * s].cpu()
         segs = ids[r:].reshape(n, s)
-        ref = self.vocab.codes_of(ids[1:r]).reshape(h, w)
+        ref = self._ref_codes(batch, slice(b, b + 1))[0]
         frames = self.vocab.codes_of(segs[:, FRAME_OFFSET:]).reshape(n, fh, fw)
         part = {"ref_codes": ref, "unit_ids": segs[:, 1], "dur_ids": segs[:, 0], "frame_codes": frames,
                 "full_codes": paste_window(ref, frames, self.frame_window)}
