@@ -29,8 +29,11 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--identity-offset", type=int, default=0,
                    help="number the identities from here (a second corpus of new faces: offset past the first's)")
     p.add_argument("--train-only", action="store_true",
-                   help="every clip a training clip, from the training sentences of this seed: extra training "
-                        "data for a corpus of the same seed (use --identity-offset so the faces are new)")
+                   help="every clip a training clip, from the training sentences of --split-seed: extra training "
+                        "data for a corpus of the same split seed (use --identity-offset so the faces are new)")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the identity and sentence train/val/test split, independent of --seed; corpora "
+                        "trained together must share it so held-out sentences stay held out")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     p.add_argument("--no-video", action="store_true",
                    help="skip the per-clip MP4 (frames, audio and ground truth are still written)")
@@ -42,7 +45,8 @@ def _run_synth(args: argparse.Namespace) -> int:
 
     cfg = SynthConfig(out=args.out, clips=args.clips, seed=args.seed, lang=args.lang, size=args.size,
                       fps=args.fps, identities=args.identities, workers=args.workers, video=not args.no_video,
-                      identity_offset=args.identity_offset, train_only=args.train_only)
+                      identity_offset=args.identity_offset, train_only=args.train_only,
+                      split_seed=args.split_seed)
     summary = generate_corpus(cfg, progress=not args.quiet)
     print(f"wrote {summary['clips']} clips ({summary['video_seconds']:.1f} s of video) to {args.out} "
           f"in {summary['wall_seconds']:.1f} s: {summary['realtime_factor']:.2f} s of compute per s of video "

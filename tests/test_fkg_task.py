@@ -250,6 +250,19 @@ def test_extra_corpora_add_their_training_clips_only(tmp_path):
     assert batch["ids"].shape[0] == 10 and torch.isfinite(task.compute_loss(task.build_model(), batch)[0])
 
 
+def test_extra_corpus_with_held_out_sentences_or_faces_is_refused(tmp_path):
+    from avatarsync.errors import InputError
+
+    _write_corpus(tmp_path / "corpus")  # c3 (identity 3, sentence s3) is its val clip
+    _write_corpus(tmp_path / "more", n_clips=5)  # trains on c0..c3: identity 3 and sentence s3 leak
+    cfg = FKGConfig(size="tiny")
+    cfg.data.corpus = str(tmp_path / "corpus")
+    cfg.data.extra_corpora = [str(tmp_path / "more")]
+    cfg.data.align, cfg.data.crop_size = "none", 32
+    with pytest.raises(InputError, match=r"1 held-out sentence\(s\) \(e.g. s3\) and 1 held-out identity"):
+        FKGTask(cfg, tokenizer=FakeTokenizer(levels=4, down=8)).train_dataset()
+
+
 def test_mouth_weighted_cross_entropy_weights_exactly_the_mouth_cells():
     from avatarsync.fkg.layout import IGNORE
     from avatarsync.fkg.model import code_cross_entropy

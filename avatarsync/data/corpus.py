@@ -94,3 +94,31 @@ class Corpus:
 
     def __len__(self) -> int:
         return len(self._clips)
+
+
+def held_out_leaks(main: Corpus, extra: Corpus) -> tuple[set[str], set[int]]:
+    """Sentences and identities of ``extra``'s training clips that are held out (val/test) in ``main``:
+    training on them would score ``main``'s held-out splits on material the model has seen."""
+    held = [c for c in main.clips() if c.split != "train"]
+    sentences = {c.sentence_id for c in held}
+    identities = {c.identity for c in held}
+    train = extra.clips("train")
+    return ({c.sentence_id for c in train} & sentences, {c.identity for c in train} & identities)
+
+
+def check_extra_corpus(main_root: str | Path, extra_root: str | Path) -> None:
+    """Raise ``InputError`` when an extra training corpus shares held-out sentences or faces with the main one."""
+    sentences, identities = held_out_leaks(Corpus(main_root), Corpus(extra_root))
+    if not sentences and not identities:
+        return
+    what = []
+    if sentences:
+        what.append(f"{len(sentences)} held-out sentence(s) (e.g. {', '.join(sorted(sentences)[:3])})")
+    if identities:
+        what.append(f"{len(identities)} held-out identit{'y' if len(identities) == 1 else 'ies'} "
+                    f"(e.g. {', '.join(map(str, sorted(identities)[:3]))})")
+    raise InputError(
+        f"extra corpus {extra_root} trains on {' and '.join(what)} of {main_root}'s val/test splits",
+        f"remake it with the same --split-seed as {main_root} (default 0) and an --identity-offset past its "
+        f"identities, or leave it out of data.extra_corpora",
+    )

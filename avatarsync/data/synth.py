@@ -36,9 +36,13 @@ class SynthConfig:
     fps: float = 25.0
     identities: int = 60  # size of the identity pool split across train/val/test
     identity_offset: int = 0  # identities are numbered identity_offset .. identity_offset + identities - 1
-    # Every clip a training clip (identities all train; sentences from this seed's training sentences):
-    # extra training data for another corpus of the same seed whose identities it does not overlap.
+    # Every clip a training clip (identities all train; sentences from the training sentences of
+    # split_seed): extra training data for another corpus whose identities it does not overlap.
     train_only: bool = False
+    # Seed of the identity and sentence splits, independent of `seed`: corpora made with the same
+    # split_seed agree on which sentences are held out, so one's training clips never say another's
+    # val/test sentences.
+    split_seed: int = 0
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     rate_jitter: int = 15  # speaking rate varies by +- this many words/min around 160
     workers: int = 1  # parallel processes
@@ -73,10 +77,10 @@ def plan_clips(cfg: SynthConfig) -> list[ClipPlan]:
         id_split = {"train": list(range(cfg.identities))}
         splits = ["train"] * cfg.clips
     else:
-        id_split = split_indices(cfg.identities, cfg.split, seed=cfg.seed + 1)
+        id_split = split_indices(cfg.identities, cfg.split, seed=cfg.split_seed + 1)
         splits = clip_splits(cfg.clips, cfg.split)
     langs = ["en", "zh"] if cfg.lang == "mix" else [cfg.lang]
-    sent_split = {lang: split_indices(len(sentence_pool(lang)), cfg.split, seed=cfg.seed + 2) for lang in langs}
+    sent_split = {lang: split_indices(len(sentence_pool(lang)), cfg.split, seed=cfg.split_seed + 2) for lang in langs}
     plans = []
     for i, split in enumerate(splits):
         lang = langs[i % len(langs)]

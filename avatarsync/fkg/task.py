@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset
 
 from ..config import save_config
+from ..data.corpus import check_extra_corpus
 from ..errors import BackendUnavailable, CheckpointError, InputError
 from .data import CacheDataset, ExampleDataset, FKGExample, build_token_cache, crop_config, read_cache_index
 from .generate import SamplingConfig, generate_keyframes
@@ -250,6 +251,8 @@ class FKGTask:
             pixels = self.cfg.loss.stage == 2
             parts = [CacheDataset(cache, "train", max_units, pixels=pixels)]
             for corpus in self.cfg.data.extra_corpora:
+                if self.cfg.data.corpus:
+                    check_extra_corpus(self.cfg.data.corpus, corpus)
                 extra = Path(corpus) / "fkg_token_cache"
                 self._build_cache(extra, corpus)
                 parts.append(CacheDataset(extra, "train", max_units, pixels=pixels))
