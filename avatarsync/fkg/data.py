@@ -46,6 +46,7 @@ class FKGExample:
     # (unit, viseme) just before / after this example in its utterance (None at the utterance's ends)
     before: tuple[str, str] | None = None
     after: tuple[str, str] | None = None
+    key_openness: np.ndarray | None = None  # [N] truth mouth openness at each keyframe (corpus only)
 
     def __len__(self) -> int:
         return len(self.units)
@@ -58,7 +59,8 @@ class FKGExample:
                           None if self.key_boxes is None else self.key_boxes[start:end],
                           None if self.key_landmarks is None else self.key_landmarks[start:end],
                           (self.units[start - 1], self.visemes[start - 1]) if start > 0 else self.before,
-                          (self.units[end], self.visemes[end]) if end < len(self) else self.after)
+                          (self.units[end], self.visemes[end]) if end < len(self) else self.after,
+                          None if self.key_openness is None else self.key_openness[start:end])
 
 
 def chunk_bounds(n: int, max_units: int) -> list[tuple[int, int]]:
@@ -229,7 +231,8 @@ class CacheDataset(Dataset):
             return FKGExample(z["ref_codes"], z["key_codes"], list(c["units"]), list(c["visemes"]),
                               [float(d) for d in c["durations"]], c["clip_id"], list(c["key_frames"]),
                               z["ref_pixels"] if self.pixels else None, z["key_pixels"] if self.pixels else None,
-                              z["key_boxes"], z["key_landmarks"] if "key_landmarks" in z.files else None)
+                              z["key_boxes"], z["key_landmarks"] if "key_landmarks" in z.files else None,
+                              key_openness=z["openness"][c["key_frames"]] if "openness" in z.files else None)
 
     def mouth_truth(self, clip_id: str) -> dict[str, np.ndarray] | None:
         """Per-frame mouth descriptors, visemes and openness of a clip (None when the corpus had none)."""

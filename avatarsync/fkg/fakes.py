@@ -59,7 +59,8 @@ def unit_patterns(units: list[str], grid: tuple[int, int], codebook_size: int, s
 def toy_examples(n: int, units: list[str], grid: tuple[int, int] = (2, 2), codebook_size: int = 16,
                  min_len: int = 2, max_len: int = 5, seed: int = 0, pattern_seed: int = 0,
                  sequences: list[list[str]] | None = None) -> list[FKGExample]:
-    """Utterances whose keyframe ``i`` is the fixed pattern of unit ``i`` (random reference grids)."""
+    """Utterances whose keyframe ``i`` is the fixed pattern of unit ``i`` (random reference grids); unit j of
+    ``units`` opens the mouth ``j / (len(units) - 1)`` (``key_openness``)."""
     rng = np.random.default_rng(seed)
     patterns = unit_patterns(units, grid, codebook_size, pattern_seed)
     out = []
@@ -72,5 +73,6 @@ def toy_examples(n: int, units: list[str], grid: tuple[int, int] = (2, 2), codeb
             units=list(seq), visemes=["rest"] * len(seq),
             durations=[float(d) for d in rng.uniform(0.04, 0.3, len(seq))],
             clip_id=f"toy{k:04d}", key_frames=list(range(len(seq))),
+            key_openness=np.array([units.index(u) / max(1, len(units) - 1) for u in seq], np.float32),
         ))
     return out

@@ -115,12 +115,14 @@ def _attend(q: torch.Tensor, shared_k: torch.Tensor, shared_v: torch.Tensor, own
 
 @torch.no_grad()
 def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta, prefix_kv, f: int,
-                     pick, return_logits: bool, ref_len: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     pick, return_logits: bool, ref_len: int, aperture: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Codes ``[b, f]`` (and logits ``[b, f, sum(factors)]``) of keyframes ``segs``.
 
     ``prefix_kv``: per layer ``(keys, values)`` ``[1, heads, p, head_dim]`` of the shared prefix;
     ``pick(logits [b, sum(factors)]) -> codes [b]`` chooses each step's codes (greedy or sampled).
     ``ref_len``: reference codes in the prefix (``f`` for a full-grid model, more for a windowed one).
+    ``aperture [b]``: each row's aperture bin, read by its [B] token (models with ``aperture_bins``).
     """
     vocab = model.vocab
     cfg = model.llama_config
@@ -160,6 +162,10 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
     offsets = torch.stack([meta.offset[0] for meta, _ in steps])
     slot_vec = model.slot_embed(slot_ids(kinds, offsets, model.size.max_frame_tokens))  # [f, hidden]
     begin = model.backbone.embed_tokens(torch.tensor([vocab.begin_frame_id], device=device))[0]
+    if model.aperture_embed is not None:
+        if aperture is None:
+            raise ValueError("this keyframe model plans the mouth aperture: pass each row's aperture bin")
+        begin = begin + model.aperture_embed(aperture.to(device))  # [b, hidden]
     final_norm = model.backbone.norm
 
     codes = torch.zeros((b, f), dtype=torch.long, device=device)
@@ -167,7 +173,7 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
     scale = head_dim ** -0.5
     for t in range(f):
         if t == 0:
-            x = (begin + slot_vec[0]).expand(b, -1)
+            x = (begin + slot_vec[0]).expand(b, -1)  # begin: [hidden], or [b, hidden] with a plan
         else:
             digits = split_codes(codes[:, t - 1], model.factors)
             x = slot_vec[t] + sum(emb(digits[:, i]) for i, emb in enumerate(model.code_embed))

@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 
 from .layout import (
-    FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, TokenMeta, frame_step_layout, neighbour_ids, paste_window, prefix_layout,
+    FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, KIND_UNIT, TokenMeta, frame_step_layout, neighbour_ids, paste_window, prefix_layout,
     layout_context, window_grid,
 )
 from .fast_decode import decode_rows_fast
@@ -59,6 +59,7 @@ class SamplingConfig:
 class KeyframeResult:
     codes: torch.Tensor  # [N, h, w] visual codes (a windowed model's cells pasted into the reference codes)
     logits: torch.Tensor | None = None  # [N, f, sum(factors)] of the f generated cells, when requested
+    apertures: torch.Tensor | None = None  # [N] the aperture bin each keyframe followed (models with a plan)
 
 
 def _buffer_cache(prefix_kv: list[tuple[torch.Tensor, torch.Tensor]], rows: int, extra: int):
@@ -111,15 +112,18 @@ def _pick(logits: torch.Tensor, factors: tuple[int, ...], codebook_size: int, sa
     return merge_codes(torch.stack(digits, -1), factors).clamp(max=codebook_size - 1)
 
 
-def _prefix_kv(model: FKGModel, ids: torch.Tensor, meta: TokenMeta, position: torch.Tensor,
-               context: torch.Tensor | None = None):
+def _prefix_pass(model: FKGModel, ids: torch.Tensor, meta: TokenMeta, position: torch.Tensor,
+                 context: torch.Tensor | None = None):
+    """The prefix's per-layer keys/values and (models with a plan) the aperture logits of its unit
+    tokens in segment order, ``[segments, aperture_bins]``."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
     mask = allowed(meta, meta, model.mask_variant, model.window)
-    model(ids[None], position[None], mask[None], meta.kind[None], meta.offset[None], past_key_values=cache,
-          use_cache=True, context=None if context is None else context[None])
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    out = model(ids[None], position[None], mask[None], meta.kind[None], meta.offset[None], past_key_values=cache,
+                use_cache=True, context=None if context is None else context[None])
+    plan = None if out.aperture_logits is None else out.aperture_logits[0][meta.kind == KIND_UNIT]
+    return [(layer.keys, layer.values) for layer in cache.layers], plan
 
 
 @torch.no_grad()
@@ -127,7 +131,8 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
                        dur_ids: Sequence[int] | torch.Tensor, sampling: SamplingConfig | None = None,
                        batch_size: int | None = None, use_cache: bool = True,
                        return_logits: bool = False, engine: str = "fast", dedupe: bool = True,
-                       context_ids: torch.Tensor | None = None) -> KeyframeResult:
+                       context_ids: torch.Tensor | None = None,
+                       apertures: torch.Tensor | None = None) -> KeyframeResult:
     """Predict the visual codes of every keyframe of one utterance.
 
     ``ref_codes [h, w]``: the reference image's codes; ``unit_ids``/``dur_ids [N]``: vocabulary
@@ -143,7 +148,9 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
     beside an unconditional twin (its unit replaced by ``<unk>``) and picks codes from the guided
     logits; both rows are fed the picked codes (one-to-one mask only). A model with
     ``unit_context`` reads each unit's neighbours: ``context_ids [N, 2]`` (previous, next unit id),
-    by default the neighbours in ``unit_ids`` (``<pad>`` past the ends).
+    by default the neighbours in ``unit_ids`` (``<pad>`` past the ends). A model with a mouth-aperture
+    plan (``aperture_bins``) first picks each keyframe's bin from its unit token (argmax of the guided
+    plan logits), then decodes the codes under it; ``apertures [N]`` imposes the bins instead.
     """
     sampling = sampling or SamplingConfig()
     vocab: FKGVocab = model.vocab
@@ -163,6 +170,14 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
     if guided and model.mask_variant != "one_to_one":
         raise GenerationError(f"guidance needs the one-to-one mask (keyframes that see only their own unit), "
                               f"not {model.mask_variant!r}", "use guidance=1 with this model")
+    if apertures is not None:
+        if not model.aperture_bins:
+            raise GenerationError("apertures were given but this keyframe model has no aperture plan",
+                                  "pass apertures=None")
+        apertures = torch.as_tensor(apertures, dtype=torch.long).cpu()
+        if apertures.shape != (n,) or bool(((apertures < 0) | (apertures >= model.aperture_bins)).any()):
+            raise GenerationError(f"apertures must be [N] = [{n}] bins in 0..{model.aperture_bins - 1}, got "
+                                  f"{apertures.tolist()}")
     ctx = None
     if model.unit_context:
         ctx = (neighbour_ids(unit_ids.cpu(), vocab.pad_id) if context_ids is None
@@ -173,14 +188,17 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
             and unit_ids.numel() == dur_ids.numel()):
         keys = torch.stack([unit_ids.cpu(), dur_ids.cpu()], 1)
         keys = keys if ctx is None else torch.cat([keys, ctx], 1)
+        keys = keys if apertures is None else torch.cat([keys, apertures[:, None]], 1)
         pairs, inverse = torch.unique(keys, dim=0, return_inverse=True)
         if len(pairs) < n:
             res = generate_keyframes(model, ref_codes, pairs[:, 0], pairs[:, 1], sampling, batch_size, use_cache,
                                      return_logits, engine, dedupe=False,
-                                     context_ids=None if ctx is None else pairs[:, 2:4])
+                                     context_ids=None if ctx is None else pairs[:, 2:4],
+                                     apertures=None if apertures is None else pairs[:, -1])
             inverse = inverse.to(res.codes.device)
             return KeyframeResult(codes=res.codes[inverse],
-                                  logits=None if res.logits is None else res.logits[inverse])
+                                  logits=None if res.logits is None else res.logits[inverse],
+                                  apertures=None if res.apertures is None else res.apertures[inverse])
     h, w = ref_codes.shape
     fh, fw = window_grid((h, w), model.frame_window)
     f = fh * fw
@@ -194,7 +212,14 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
         ids, meta, position = prefix_layout(vocab, ref_codes.cpu(), unit_ids, dur_ids, model.stride)
     prefix_ctx = None if ctx is None else layout_context(meta, ctx, vocab.pad_id).to(device)
     ids, meta, position = ids.to(device), meta.to(device), position.to(device)
-    prefix_kv = _prefix_kv(model, ids, meta, position, prefix_ctx) if use_cache else None
+    prefix_kv, plan = None, None
+    if use_cache or model.aperture_bins:
+        prefix_kv, plan_logits = _prefix_pass(model, ids, meta, position, prefix_ctx)
+        prefix_kv = prefix_kv if use_cache else None
+        if apertures is not None:
+            plan = apertures.to(device)
+        elif plan_logits is not None:
+            plan = (_guide(plan_logits, sampling.guidance) if guided else plan_logits.float()).argmax(-1)
 
     chunk = n if batch_size is None else batch_size
     codes = torch.zeros(n, f, dtype=torch.long, device=device)
@@ -213,16 +238,18 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
             return _pick(logits, model.factors, vocab.codebook_size, sampling, gens)
 
         rows = torch.cat([segs, segs + n]) if guided else segs
+        row_plan = None if plan is None else plan[rows % n]  # a twin follows its keyframe's plan
         if use_cache and engine == "fast":
-            out_codes, out_logits = decode_rows_fast(model, rows, meta, prefix_kv, f, pick, return_logits, h * w)
+            out_codes, out_logits = decode_rows_fast(model, rows, meta, prefix_kv, f, pick, return_logits, h * w,
+                                                     row_plan)
         else:
             out_codes, out_logits = _decode_rows(model, rows, ids, meta, position, prefix_kv, f, pick, h * w,
-                                                 prefix_ctx)
+                                                 prefix_ctx, row_plan)
         codes[segs] = out_codes[:len(segs)]
         if all_logits is not None:
             all_logits[segs] = _guide(out_logits, sampling.guidance) if guided else out_logits
     return KeyframeResult(codes=paste_window(ref_codes, codes.reshape(n, fh, fw), model.frame_window),
-                          logits=all_logits)
+                          logits=all_logits, apertures=plan)
 
 
 def _guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
@@ -233,7 +260,8 @@ def _guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
 
 def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, prefix_meta: TokenMeta,
                  prefix_pos: torch.Tensor, prefix_kv, f: int, pick, ref_len: int,
-                 prefix_ctx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 prefix_ctx: torch.Tensor | None = None,
+                 aperture: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     vocab: FKGVocab = model.vocab
     b, p = segs.numel(), prefix_ids.numel()
     device = prefix_ids.device
@@ -259,7 +287,7 @@ def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, 
             q = TokenMeta(q_meta.kind[:, None], q_meta.segment[:, None], q_meta.offset[:, None])
             mask = allowed(q, k, model.mask_variant, model.window)
             out = model(fed[:, t:t + 1], q_pos[:, None], mask, q.kind, q.offset, past_key_values=cache,
-                        use_cache=True)
+                        use_cache=True, aperture=aperture[:, None] if aperture is not None and t == 0 else None)
             logits = out.logits[:, -1]
         else:  # full recomputation of prefix + this row's tokens
             all_ids = torch.cat([prefix_ids.expand(b, p), fed[:, :t + 1]], 1)
@@ -270,7 +298,11 @@ def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, 
             if prefix_ctx is not None:
                 ctx = torch.cat([prefix_ctx.expand(b, p, 2), torch.full((b, t + 1, 2), vocab.pad_id,
                                                                         dtype=torch.long, device=device)], 1)
-            logits = model(all_ids, all_pos, mask, m.kind, m.offset, context=ctx).logits[:, -1]
+            ap = None
+            if aperture is not None:  # read by the row's [B] token (column p)
+                ap = torch.full((b, p + t + 1), -1, dtype=torch.long, device=device)
+                ap[:, p] = aperture
+            logits = model(all_ids, all_pos, mask, m.kind, m.offset, context=ctx, aperture=ap).logits[:, -1]
         logits_out[:, t] = logits.float()
         codes[:, t] = pick(logits)
     return codes, logits_out

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import IGNORE, KIND_UNIT, check_window, n_slots, slot_ids
+from .layout import IGNORE, KIND_BEGIN, KIND_UNIT, check_window, n_slots, slot_ids
 from .masks import backend_mask, canonical_variant, default_stride
 from .vocab import FKGVocab, split_codes
 
@@ -60,6 +60,7 @@ def model_size(size: str | ModelSize) -> ModelSize:
 class FKGOutput:
     logits: torch.Tensor  # [..., sum(factors)]: concatenated per-digit logits
     past_key_values: Any = None
+    aperture_logits: torch.Tensor | None = None  # [B, Lq, aperture_bins] (every position; models with a plan)
 
 
 class FKGModel(nn.Module):
@@ -68,7 +69,7 @@ class FKGModel(nn.Module):
     def __init__(self, vocab: FKGVocab, size: str | ModelSize = "small", mask_variant: str = "one_to_one",
                  window: int = 2, stride: int | None = None, attn_implementation: str = "sdpa",
                  dropout: float = 0.0, frame_window: Sequence[float] | None = None,
-                 unit_context: bool = False) -> None:
+                 unit_context: bool = False, aperture_bins: int = 0) -> None:
         super().__init__()
         from transformers import LlamaConfig, LlamaModel  # heavy import: only when a model is built
 
@@ -104,7 +105,16 @@ class FKGModel(nn.Module):
         self.unit_context = bool(unit_context)
         self.context_embed = (nn.ModuleList(nn.Embedding(vocab.n_text, s.hidden_size) for _ in range(2))
                               if self.unit_context else None)
-        for m in [*self.code_embed, self.slot_embed, self.head, *(self.context_embed or [])]:
+        # Mouth-aperture plan (aperture_bins > 0): the unit token's output predicts the keyframe's mouth
+        # opening as one of `aperture_bins` bins (aperture_head); the [B] token that starts the keyframe's
+        # codes carries the chosen bin (aperture_embed), so every cell follows one decision.
+        self.aperture_bins = int(aperture_bins)
+        if self.aperture_bins < 0:
+            raise ModelConfigError(f"aperture_bins must be >= 0, got {aperture_bins}")
+        self.aperture_embed = nn.Embedding(self.aperture_bins, s.hidden_size) if self.aperture_bins else None
+        self.aperture_head = nn.Linear(s.hidden_size, self.aperture_bins, bias=False) if self.aperture_bins else None
+        extra = [m for m in (self.aperture_embed, self.aperture_head) if m is not None]
+        for m in [*self.code_embed, self.slot_embed, self.head, *(self.context_embed or []), *extra]:
             nn.init.normal_(m.weight, std=self.llama_config.initializer_range)
 
     # -- configuration --------------------------------------------------------------------
@@ -127,7 +137,7 @@ class FKGModel(nn.Module):
         return {"size": self.size_name if self.size_name != "custom" else asdict(self.size),
                 "mask_variant": self.mask_variant, "window": self.window, "stride": self.stride,
                 "frame_window": list(self.frame_window) if self.frame_window else None,
-                "unit_context": self.unit_context,
+                "unit_context": self.unit_context, "aperture_bins": self.aperture_bins,
                 "vocab": self.vocab.to_dict()}
 
     @classmethod
@@ -135,11 +145,12 @@ class FKGModel(nn.Module):
         size = d["size"] if isinstance(d["size"], str) else ModelSize(**d["size"])
         return cls(FKGVocab.from_dict(d["vocab"]), size, d["mask_variant"], int(d["window"]), int(d["stride"]),
                    attn_implementation, frame_window=d.get("frame_window"),
-                   unit_context=bool(d.get("unit_context", False)))
+                   unit_context=bool(d.get("unit_context", False)),
+                   aperture_bins=int(d.get("aperture_bins", 0)))
 
     # -- compute --------------------------------------------------------------------------
     def embed(self, ids: torch.Tensor, kind: torch.Tensor, offset: torch.Tensor,
-              context: torch.Tensor | None = None) -> torch.Tensor:
+              context: torch.Tensor | None = None, aperture: torch.Tensor | None = None) -> torch.Tensor:
         vis = ids >= self.vocab.visual_offset
         text = self.backbone.embed_tokens(torch.where(vis, torch.zeros_like(ids), ids))
         digits = split_codes((ids - self.vocab.visual_offset).clamp(min=0), self.factors)
@@ -152,23 +163,33 @@ class FKGModel(nn.Module):
                                        "(previous and next unit ids per token, layout.layout_context)")
             near = self.context_embed[0](context[..., 0]) + self.context_embed[1](context[..., 1])
             x = x + near * (kind == KIND_UNIT).unsqueeze(-1).to(near.dtype)
+        if self.aperture_embed is not None and (aperture is not None or bool((kind == KIND_BEGIN).any())):
+            if aperture is None:
+                raise ModelConfigError("this keyframe model plans the mouth aperture: pass aperture [...] "
+                                       "(the bin of each [B] token's keyframe, -1 elsewhere)")
+            at = (kind == KIND_BEGIN) & (aperture >= 0)
+            x = x + self.aperture_embed(aperture.clamp(min=0)) * at.unsqueeze(-1).to(x.dtype)
         return x
 
     def forward(self, ids: torch.Tensor, position: torch.Tensor, mask: torch.Tensor, kind: torch.Tensor,
                 offset: torch.Tensor, past_key_values: Any = None, use_cache: bool = False,
-                select: torch.Tensor | None = None, context: torch.Tensor | None = None) -> FKGOutput:
+                select: torch.Tensor | None = None, context: torch.Tensor | None = None,
+                aperture: torch.Tensor | None = None) -> FKGOutput:
         """``ids``/``position``/``kind``/``offset`` ``[B, Lq]`` (layout.py); ``mask`` bool
         ``[B, Lq, Lk]`` (True = attend), where ``Lk`` counts cached tokens plus the new ones.
         ``select`` (bool ``[B, Lq]``) keeps only those positions' logits (``[M, sum(factors)]``).
-        ``context [B, Lq, 2]``: neighbouring unit ids of unit tokens (models with ``unit_context``)."""
-        x = self.embed(ids, kind, offset, context)
+        ``context [B, Lq, 2]``: neighbouring unit ids of unit tokens (models with ``unit_context``).
+        ``aperture [B, Lq]``: the aperture bin read by [B] tokens (models with ``aperture_bins``; -1 = none)."""
+        x = self.embed(ids, kind, offset, context, aperture)
         attn = backend_mask(mask, self.attn_implementation, x.dtype)
         out = self.backbone(inputs_embeds=x, attention_mask=attn, position_ids=position,
                             past_key_values=past_key_values, use_cache=use_cache)
         h = out.last_hidden_state
+        plan = self.aperture_head(h) if self.aperture_head is not None else None
         if select is not None:
             h = h[select]
-        return FKGOutput(logits=self.head(h), past_key_values=out.past_key_values if use_cache else None)
+        return FKGOutput(logits=self.head(h), past_key_values=out.past_key_values if use_cache else None,
+                         aperture_logits=plan)
 
 
 # -- logits helpers --------------------------------------------------------------------------

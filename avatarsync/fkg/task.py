@@ -34,6 +34,7 @@ from ..config import save_config
 from ..data.corpus import check_extra_corpus
 from ..errors import BackendUnavailable, CheckpointError, InputError
 from .data import CacheDataset, ExampleDataset, FKGExample, build_token_cache, crop_config, read_cache_index
+from .aperture import openness_bins, segment_apertures
 from .generate import SamplingConfig, generate_keyframes
 from .layout import (
     FRAME_OFFSET, IGNORE, KIND_FRAME, KIND_UNIT, TokenMeta, collate_packed, crop_window, pack_utterance, paste_window,
@@ -84,6 +85,7 @@ class FKGLossConfig:
     # the batch, so the model learns not to trust its own earlier cells blindly: decoding feeds it its
     # own guesses, training the true codes (exposure bias).
     code_noise: float = 0.0
+    aperture: float = 1.0  # weight of the mouth-aperture plan's cross-entropy (models with aperture_bins)
     decode_mode: Literal["st", "soft"] = "st"  # differentiable decode: straight-through or soft
     max_frames: int = 4  # keyframes decoded per step for the pixel losses
     lpips_weights: str | None = None  # local torchvision backbone state dict for LPIPS (else fallback)
@@ -98,6 +100,9 @@ class FKGEvalConfig:
     guidance: float = 1.0  # classifier-free guidance scale of the evaluation's decoding (1 = off)
     openness_tol: float = 0.15  # truth-openness tolerance of mouth_open_acc (0 closed .. 1 widest)
     pixel_openness_tol: float = 0.075  # tolerance of mouth_open_px_acc, in inter-ocular distances
+    # Decode with the true aperture bins instead of the predicted ones (a diagnostic: how well the model
+    # renders a given plan; models with aperture_bins only).
+    oracle_aperture: bool = False
 
 
 @dataclass
@@ -113,6 +118,9 @@ class FKGConfig:
     # Each unit token also carries its previous and next unit (model.unit_context): the keyframe of a
     # unit can follow coarticulation while the mask stays one-to-one.
     unit_context: bool = False
+    # Mouth-aperture plan (aperture.py): > 0 makes each unit token predict its keyframe's mouth opening as
+    # one of this many bins, and the keyframe's codes follow the chosen bin. Needs truth openness (corpus).
+    aperture_bins: int = 0
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     dropout: float = 0.0
     units: list[str] = field(default_factory=list)  # unit vocabulary; empty = every unit of the training split
@@ -328,15 +336,38 @@ class FKGTask:
         """The recipe's unit_context, or (stage 2) the init_from model's."""
         return bool(self.cfg.unit_context or self._init_description().get("unit_context", False))
 
+    @property
+    def aperture_bins(self) -> int:
+        """The recipe's aperture_bins, or the init_from model's."""
+        return int(self.cfg.aperture_bins or self._init_description().get("aperture_bins", 0))
+
     def build_model(self) -> FKGModel:
         cfg = self.cfg
         model = FKGModel(self.vocab, cfg.size, self.variant, cfg.window, self.stride, cfg.attn_implementation,
-                         cfg.dropout, frame_window=self.frame_window, unit_context=self.unit_context)
+                         cfg.dropout, frame_window=self.frame_window, unit_context=self.unit_context,
+                         aperture_bins=self.aperture_bins)
         if cfg.init_from:
-            from ..train.checkpoint import load_weights
-
-            load_weights(model, Path(cfg.init_from) / "model.safetensors")
+            self._load_init(model)
         return model
+
+    def _load_init(self, model: FKGModel) -> None:
+        """init_from's weights; a model without a plan may start one (its aperture layers stay new)."""
+        from safetensors.torch import load_file
+
+        path = Path(self.cfg.init_from) / "model.safetensors"
+        fix = "use the same size, vocabulary, window and unit context as the init_from model"
+        try:
+            missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+        except RuntimeError as e:  # shape mismatches
+            raise CheckpointError(f"init_from {self.cfg.init_from} does not fit this model: "
+                                  f"{str(e).splitlines()[-1].strip()}", fix) from None
+        new = [k for k in missing if k.startswith(("aperture_embed.", "aperture_head."))]
+        if unexpected or len(new) != len(missing):
+            raise CheckpointError(f"init_from {self.cfg.init_from} does not fit this model: missing "
+                                  f"{sorted(set(missing) - set(new))[:4]}, unexpected {sorted(unexpected)[:4]}", fix)
+        if new:
+            log.info("init_from %s has no aperture plan: its %d-bin layers start new", self.cfg.init_from,
+                     self.aperture_bins)
 
     def export(self, model: nn.Module, folder: Path) -> None:
         save_fkg(model, folder, self.cfg)
@@ -355,6 +386,8 @@ class FKGTask:
         if self.unit_context:
             batch["context"] = torch.stack([self._layout_context(batch, b, ex, units)
                                             for b, (ex, units) in enumerate(zip(items, unit_ids))])
+        if self.aperture_bins:
+            batch["aperture"] = torch.stack([self._layout_aperture(batch, b, ex) for b, ex in enumerate(items)])
         batch["n_units"] = torch.tensor([len(ex) for ex in items])
         batch["grid"] = torch.tensor(packed[0].grid)  # the generated cells' grid (the window's)
         batch["ref_grid"] = torch.tensor(packed[0].ref_grid)
@@ -380,6 +413,15 @@ class FKGTask:
         meta = TokenMeta(batch["kind"][b], batch["segment"][b], batch["offset"][b])
         return layout_context(meta, neighbours, self.vocab.pad_id)
 
+    def _layout_aperture(self, batch: dict[str, Any], b: int, ex: FKGExample) -> torch.Tensor:
+        """Aperture bins ``[L]`` of batch row ``b`` (every token of a segment holds its keyframe's bin)."""
+        if ex.key_openness is None:
+            raise InputError(f"clip {ex.clip_id} has no truth mouth openness, which aperture_bins needs",
+                             "rebuild the FKG token cache from a corpus with truth.npz openness, "
+                             "or set aperture_bins: 0")
+        meta = TokenMeta(batch["kind"][b], batch["segment"][b], batch["offset"][b])
+        return segment_apertures(meta, openness_bins(ex.key_openness, self.aperture_bins))
+
     def _forward(self, model: nn.Module, batch: dict[str, Any]):
         meta = TokenMeta(batch["kind"], batch["segment"], batch["offset"])
         mask = packed_mask(meta, self.variant, self.cfg.window)
@@ -392,8 +434,13 @@ class FKGTask:
                 context = torch.where(drop.unsqueeze(-1), torch.full_like(context, self.vocab.pad_id), context)
         if model.training and self.cfg.loss.code_noise > 0:
             ids = self._swap_codes(ids, batch["kind"] == KIND_FRAME, self.cfg.loss.code_noise)
-        out = model(ids, batch["position"], mask, batch["kind"], batch["offset"], select=sel, context=context)
-        return out.logits, batch["labels"][sel]
+        out = model(ids, batch["position"], mask, batch["kind"], batch["offset"], select=sel, context=context,
+                    aperture=batch.get("aperture"))
+        plan = None
+        if out.aperture_logits is not None:  # predicted at unit tokens
+            units = batch["kind"] == KIND_UNIT
+            plan = (out.aperture_logits[units], batch["aperture"][units])
+        return out.logits, batch["labels"][sel], plan
 
     @staticmethod
     def _swap_codes(ids: torch.Tensor, frames: torch.Tensor, p: float) -> torch.Tensor:
@@ -408,11 +455,16 @@ class FKGTask:
 
     def compute_loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         lcfg = self.cfg.loss
-        logits, labels = self._forward(model, batch)
+        logits, labels, plan = self._forward(model, batch)
         weights = self._cell_weights(batch) if lcfg.mouth_ce > 0 else None
         ce, acc = code_cross_entropy(logits, labels, self.vocab.factors, weights)
         loss = lcfg.lambda1 * ce
         logs = {"ce": float(ce.detach()), "acc": float(acc)}
+        if plan is not None:
+            plan_ce = F.cross_entropy(plan[0].float(), plan[1])
+            loss = loss + lcfg.aperture * plan_ce
+            logs |= {"aperture_ce": float(plan_ce.detach()),
+                     "aperture_acc": float((plan[0].argmax(-1) == plan[1]).float().mean())}
         if lcfg.stage == 2:
             terms = self._pixel_terms(logits, batch)
             loss = loss + lcfg.lambda2 * terms["lpips"] + lcfg.lambda3 * terms["identity"] + lcfg.lambda4 * terms["facial"]
@@ -534,6 +586,8 @@ class FKGTask:
                 "full_codes": paste_window(ref, frames, self.frame_window)}
         if "context" in batch:  # the neighbours of each unit token, in segment order
             part["context_ids"] = batch["context"][b, :r + n * s].cpu()[r:].reshape(n, s, 2)[:, 1]
+        if "aperture" in batch:  # the true aperture bin of each keyframe
+            part["aperture"] = batch["aperture"][b, :r + n * s].cpu()[r:].reshape(n, s)[:, 0]
         return part
 
     @torch.no_grad()
@@ -544,21 +598,27 @@ class FKGTask:
             sums.setdefault(name, []).extend(np.atleast_1d(np.asarray(values, dtype=np.float64)).tolist())
 
         for batch in batches:
-            logits, labels = self._forward(model, batch)
+            logits, labels, plan = self._forward(model, batch)
             ce, acc = code_cross_entropy(logits, labels, self.vocab.factors)
             add("ce", float(ce))
             add("acc", float(acc))
+            if plan is not None:
+                add("aperture_acc", (plan[0].argmax(-1) == plan[1]).float().numpy())
         if self.cfg.eval.generate:
             self._evaluate_generation(model, batches, add)
         return {k: float(np.mean(v)) for k, v in sums.items() if v}
 
     def _evaluate_generation(self, model: nn.Module, batches: list[dict[str, Any]], add) -> None:
         def generate(part: dict[str, torch.Tensor]) -> torch.Tensor:
+            oracle = self.cfg.eval.oracle_aperture and "aperture" in part
             res = generate_keyframes(model, part["ref_codes"], part["unit_ids"], part["dur_ids"],
                                      SamplingConfig(guidance=self.cfg.eval.guidance),
-                                     context_ids=part.get("context_ids"))
+                                     context_ids=part.get("context_ids"),
+                                     apertures=part["aperture"] if oracle else None)
             gen = crop_window(res.codes, self.frame_window)
             add("gen_code_acc", float((gen == part["frame_codes"].to(gen.device)).float().mean()))
+            if res.apertures is not None and "aperture" in part:
+                add("gen_aperture_acc", (res.apertures.cpu() == part["aperture"]).float().numpy())
             return res.codes
 
         self.evaluate_codes(batches, generate, add, next(model.parameters()).device)
