@@ -28,7 +28,7 @@ import torch
 VARIANTS = ("global", "accumulative", "window", "one_to_one")
 COLUMNS = (("kf_psnr", "PSNR"), ("kf_ssim", "SSIM"), ("mouth_viseme_acc", "viseme acc"),
            ("mouth_open_acc", "open acc"), ("mouth_open_px_acc", "open acc (px)"), ("gen_code_acc", "code acc (gen)"),
-           ("acc", "code acc (TF)"))
+           ("acc", "code acc (TF)"), ("gen_aperture_acc", "plan acc (gen)"))
 
 
 def evaluate_split(task, model, device: torch.device, batch_size: int = 4) -> dict[str, float]:
@@ -66,13 +66,14 @@ def run_recipe(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     rows = {}
     if args.model:
         task_cfg, train_cfg = load_recipe("fkg", args.config, [*args.overrides, f"data.val_split={args.split}",
-                                                              f"eval.max_utterances={args.max_utterances}"])
+                                                              f"eval.max_utterances={args.max_utterances or 10**9}"])
+        task_cfg.init_from = args.model  # batches laid out as the model reads them (window, context, plan)
         device = resolve_device(train_cfg.device)
         rows[task_cfg.mask] = evaluate_split(FKGTask(task_cfg), load_fkg(args.model, device), device)
         return rows
     for variant in args.variants:
         overrides = [*args.overrides, f"mask={variant}", f"train.out_dir={Path(args.out) / variant}",
-                     f"data.val_split={args.split}", f"eval.max_utterances={args.max_utterances}"]
+                     f"data.val_split={args.split}", f"eval.max_utterances={args.max_utterances or 10**9}"]
         task_cfg, train_cfg = load_recipe("fkg", args.config, overrides)
         task = FKGTask(task_cfg)
         if not args.eval_only:
@@ -131,7 +132,9 @@ def main() -> None:
     p.add_argument("--out", default="runs/mask_ablation", help="folder for the four runs")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--split", default="test", choices=["val", "test"], help="held-out split to evaluate")
-    p.add_argument("--max-utterances", type=int, default=32, help="utterances decoded per variant")
+    p.add_argument("--max-utterances", type=int, default=32,
+                   help="chunks (of at most data.max_units units) decoded per variant; 0 = the whole split. The "
+                        "test split's first 100 chunks are 13 of its 50 clips")
     p.add_argument("--eval-only", action="store_true", help="evaluate OUT/<variant>/final without training")
     p.add_argument("--model", help="evaluate this one trained FKG folder (the recipe's mask), no training")
     p.add_argument("--smoke", action="store_true", help="toy data + fake tokenizer, a few seconds")

@@ -2,9 +2,9 @@
 
 A keyframe's mouth opening (truth openness, 0 closed .. 1 widest) is cut into
 ``bins`` equal bins. In training the unit token learns to predict its
-keyframe's bin and the [B] token that starts the keyframe's codes reads the
-true bin; in decoding it reads the predicted one. The plan is one discrete
-decision per keyframe that every generated cell then follows.
+keyframe's bin, and the keyframe's [B] and frame tokens all read the true bin
+(an embedding added to each); in decoding they read the predicted one. The
+plan is one discrete decision per keyframe that every generated cell reads.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def bin_centres(bins: int) -> torch.Tensor:
 
 def segment_apertures(meta: TokenMeta, per_segment: torch.Tensor) -> torch.Tensor:
     """Per-token aperture ``[..., L]``: every token of segment i holds ``per_segment[i]``; prefix and
-    padding hold -1. The model reads it at [B] tokens and is trained to predict it at unit tokens."""
+    padding hold -1. The model reads it at [B] and frame tokens and is trained to predict it at unit tokens."""
     seg = meta.segment
     values = per_segment.to(seg.device)[seg.clamp(min=0)]
     return torch.where(seg >= 0, values, torch.full_like(values, -1))

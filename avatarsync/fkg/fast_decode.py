@@ -162,10 +162,11 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
     offsets = torch.stack([meta.offset[0] for meta, _ in steps])
     slot_vec = model.slot_embed(slot_ids(kinds, offsets, model.size.max_frame_tokens))  # [f, hidden]
     begin = model.backbone.embed_tokens(torch.tensor([vocab.begin_frame_id], device=device))[0]
-    if model.aperture_embed is not None:
+    plan = 0.0
+    if model.aperture_embed is not None:  # every step of a row reads its aperture bin
         if aperture is None:
             raise ValueError("this keyframe model plans the mouth aperture: pass each row's aperture bin")
-        begin = begin + model.aperture_embed(aperture.to(device))  # [b, hidden]
+        plan = model.aperture_embed(aperture.to(device))  # [b, hidden]
     final_norm = model.backbone.norm
 
     codes = torch.zeros((b, f), dtype=torch.long, device=device)
@@ -173,11 +174,11 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
     scale = head_dim ** -0.5
     for t in range(f):
         if t == 0:
-            x = (begin + slot_vec[0]).expand(b, -1)  # begin: [hidden], or [b, hidden] with a plan
+            x = (begin + slot_vec[0]).expand(b, -1)
         else:
             digits = split_codes(codes[:, t - 1], model.factors)
             x = slot_vec[t] + sum(emb(digits[:, i]) for i, emb in enumerate(model.code_embed))
-        x = x.to(dtype)
+        x = (x + plan).to(dtype)
         c, s = cos[:, :, t:t + 1], sin[:, :, t:t + 1]
         length = width + t + 1
         step_ok = own_ok[..., :length] if own_ok is not None else None

@@ -287,7 +287,7 @@ def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, 
             q = TokenMeta(q_meta.kind[:, None], q_meta.segment[:, None], q_meta.offset[:, None])
             mask = allowed(q, k, model.mask_variant, model.window)
             out = model(fed[:, t:t + 1], q_pos[:, None], mask, q.kind, q.offset, past_key_values=cache,
-                        use_cache=True, aperture=aperture[:, None] if aperture is not None and t == 0 else None)
+                        use_cache=True, aperture=None if aperture is None else aperture[:, None])
             logits = out.logits[:, -1]
         else:  # full recomputation of prefix + this row's tokens
             all_ids = torch.cat([prefix_ids.expand(b, p), fed[:, :t + 1]], 1)
@@ -299,9 +299,9 @@ def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, 
                 ctx = torch.cat([prefix_ctx.expand(b, p, 2), torch.full((b, t + 1, 2), vocab.pad_id,
                                                                         dtype=torch.long, device=device)], 1)
             ap = None
-            if aperture is not None:  # read by the row's [B] token (column p)
+            if aperture is not None:  # read by the row's [B] and frame tokens (columns p..)
                 ap = torch.full((b, p + t + 1), -1, dtype=torch.long, device=device)
-                ap[:, p] = aperture
+                ap[:, p:] = aperture[:, None]
             logits = model(all_ids, all_pos, mask, m.kind, m.offset, context=ctx, aperture=ap).logits[:, -1]
         logits_out[:, t] = logits.float()
         codes[:, t] = pick(logits)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import IGNORE, KIND_BEGIN, KIND_UNIT, check_window, n_slots, slot_ids
+from .layout import IGNORE, KIND_BEGIN, KIND_FRAME, KIND_UNIT, check_window, n_slots, slot_ids
 from .masks import backend_mask, canonical_variant, default_stride
 from .vocab import FKGVocab, split_codes
 
@@ -106,8 +106,9 @@ class FKGModel(nn.Module):
         self.context_embed = (nn.ModuleList(nn.Embedding(vocab.n_text, s.hidden_size) for _ in range(2))
                               if self.unit_context else None)
         # Mouth-aperture plan (aperture_bins > 0): the unit token's output predicts the keyframe's mouth
-        # opening as one of `aperture_bins` bins (aperture_head); the [B] token that starts the keyframe's
-        # codes carries the chosen bin (aperture_embed), so every cell follows one decision.
+        # opening as one of `aperture_bins` bins (aperture_head); the keyframe's [B] and frame tokens all
+        # carry the chosen bin (aperture_embed, added like the slot embedding), so every cell reads the one
+        # decision directly instead of inferring the mouth's state from the cells before it.
         self.aperture_bins = int(aperture_bins)
         if self.aperture_bins < 0:
             raise ModelConfigError(f"aperture_bins must be >= 0, got {aperture_bins}")
@@ -163,11 +164,12 @@ class FKGModel(nn.Module):
                                        "(previous and next unit ids per token, layout.layout_context)")
             near = self.context_embed[0](context[..., 0]) + self.context_embed[1](context[..., 1])
             x = x + near * (kind == KIND_UNIT).unsqueeze(-1).to(near.dtype)
-        if self.aperture_embed is not None and (aperture is not None or bool((kind == KIND_BEGIN).any())):
+        keyframe = (kind == KIND_BEGIN) | (kind == KIND_FRAME)
+        if self.aperture_embed is not None and (aperture is not None or bool(keyframe.any())):
             if aperture is None:
                 raise ModelConfigError("this keyframe model plans the mouth aperture: pass aperture [...] "
-                                       "(the bin of each [B] token's keyframe, -1 elsewhere)")
-            at = (kind == KIND_BEGIN) & (aperture >= 0)
+                                       "(the bin of each [B] / frame token's keyframe, -1 elsewhere)")
+            at = keyframe & (aperture >= 0)
             x = x + self.aperture_embed(aperture.clamp(min=0)) * at.unsqueeze(-1).to(x.dtype)
         return x
 
@@ -179,7 +181,8 @@ class FKGModel(nn.Module):
         ``[B, Lq, Lk]`` (True = attend), where ``Lk`` counts cached tokens plus the new ones.
         ``select`` (bool ``[B, Lq]``) keeps only those positions' logits (``[M, sum(factors)]``).
         ``context [B, Lq, 2]``: neighbouring unit ids of unit tokens (models with ``unit_context``).
-        ``aperture [B, Lq]``: the aperture bin read by [B] tokens (models with ``aperture_bins``; -1 = none)."""
+        ``aperture [B, Lq]``: the aperture bin read by [B] and frame tokens (models with ``aperture_bins``;
+        -1 = none)."""
         x = self.embed(ids, kind, offset, context, aperture)
         attn = backend_mask(mask, self.attn_implementation, x.dtype)
         out = self.backbone(inputs_embeds=x, attention_mask=attn, position_ids=position,

@@ -618,7 +618,9 @@ class FKGTask:
             gen = crop_window(res.codes, self.frame_window)
             add("gen_code_acc", float((gen == part["frame_codes"].to(gen.device)).float().mean()))
             if res.apertures is not None and "aperture" in part:
-                add("gen_aperture_acc", (res.apertures.cpu() == part["aperture"]).float().numpy())
+                miss = (res.apertures.cpu() - part["aperture"]).abs()
+                add("gen_aperture_acc", (miss == 0).float().numpy())
+                add("gen_aperture_near_acc", (miss <= 1).float().numpy())  # off by at most one bin
             return res.codes
 
         self.evaluate_codes(batches, generate, add, next(model.parameters()).device)
