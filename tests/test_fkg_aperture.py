@@ -120,12 +120,16 @@ def test_the_plan_is_learned_where_the_unit_decides_it():
     train = toy_examples(128, UNITS, grid=(2, 2), codebook_size=16, seed=0)  # unit j opens j / 3
     val = toy_examples(6, UNITS, grid=(2, 2), codebook_size=16, seed=1)
     cfg = FKGConfig(size="tiny", codebook_size=16, aperture_bins=4)
+    cfg.eval.max_utterances = len(val)
     task = FKGTask(cfg, train_examples=train, val_examples=val)
     model, logs = _train(task, 100)
     assert logs[-1]["aperture_ce"] < 0.3 * logs[0]["aperture_ce"]
     vb = task.collate([task.val_dataset()[i] for i in range(len(task.val_dataset()))])
     m = task.evaluate(model, [vb])
     assert m["gen_aperture_acc"] == 1.0 and m["gen_code_acc"] >= 0.95, m
+    cfg.eval.force_aperture = 0  # every keyframe decoded under bin 0: right only for unit "a"
+    forced = task.evaluate(model, [vb])
+    assert forced["gen_aperture_acc"] == pytest.approx(float(np.mean([u == "a" for ex in val for u in ex.units])))
 
 
 def test_a_plan_starts_from_a_model_without_one_and_a_misfit_is_refused(tmp_path):

@@ -146,12 +146,13 @@ def test_mouth_state_is_measured_from_pixels():
     keys = [1, 3, 5, 7, 9, 11]
     perfect = clip[keys] + 0.02 * torch.randn(len(keys), 3, 64, 64, generator=torch.Generator().manual_seed(1))
     got = mouth_accuracy(mouth_states(perfect.clamp(0, 1), boxes[keys], truth, keys))
-    assert got == {"mouth_viseme_acc": 1.0, "mouth_open_acc": 1.0}
+    assert got == {"mouth_viseme_acc": 1.0, "mouth_open_acc": 1.0, "mouth_open_bias": 0.0}
     closed = int(np.flatnonzero(truth["openness"] == 0.0)[0])
     still = clip[closed:closed + 1].expand(len(keys), -1, -1, -1)
     base = mouth_accuracy(mouth_states(still, boxes[keys], truth, keys))
     expected = float(np.mean(truth["openness"][keys] == 0.0))
     assert base["mouth_open_acc"] == pytest.approx(expected) and expected < 1.0
+    assert base["mouth_open_bias"] == pytest.approx(-float(np.mean(truth["openness"][keys])))  # all closed
 
 
 def test_psnr_and_ssim():

@@ -107,4 +107,6 @@ def mouth_accuracy(states: dict[str, np.ndarray], openness_tol: float = 0.15) ->
     return {
         "mouth_viseme_acc": float(np.mean(states["viseme_pred"] == states["viseme_true"])),
         "mouth_open_acc": float(np.mean(np.abs(states["open_pred"] - states["open_true"]) <= openness_tol)),
+        # mean measured minus true openness: < 0 when the generated mouths are too closed
+        "mouth_open_bias": float(np.mean(states["open_pred"] - states["open_true"])),
     }

@@ -100,9 +100,11 @@ class FKGEvalConfig:
     guidance: float = 1.0  # classifier-free guidance scale of the evaluation's decoding (1 = off)
     openness_tol: float = 0.15  # truth-openness tolerance of mouth_open_acc (0 closed .. 1 widest)
     pixel_openness_tol: float = 0.075  # tolerance of mouth_open_px_acc, in inter-ocular distances
-    # Decode with the true aperture bins instead of the predicted ones (a diagnostic: how well the model
-    # renders a given plan; models with aperture_bins only).
+    # Diagnostics of models with aperture_bins: decode with the true aperture bins instead of the predicted
+    # ones (how well the model renders a right plan), or with this one bin for every keyframe (>= 0: how far
+    # the plan steers the mouth).
     oracle_aperture: bool = False
+    force_aperture: int = -1
 
 
 @dataclass
@@ -610,11 +612,14 @@ class FKGTask:
 
     def _evaluate_generation(self, model: nn.Module, batches: list[dict[str, Any]], add) -> None:
         def generate(part: dict[str, torch.Tensor]) -> torch.Tensor:
-            oracle = self.cfg.eval.oracle_aperture and "aperture" in part
+            plan = None
+            if self.cfg.eval.force_aperture >= 0:
+                plan = torch.full_like(part["unit_ids"], self.cfg.eval.force_aperture)
+            elif self.cfg.eval.oracle_aperture and "aperture" in part:
+                plan = part["aperture"]
             res = generate_keyframes(model, part["ref_codes"], part["unit_ids"], part["dur_ids"],
                                      SamplingConfig(guidance=self.cfg.eval.guidance),
-                                     context_ids=part.get("context_ids"),
-                                     apertures=part["aperture"] if oracle else None)
+                                     context_ids=part.get("context_ids"), apertures=plan)
             gen = crop_window(res.codes, self.frame_window)
             add("gen_code_acc", float((gen == part["frame_codes"].to(gen.device)).float().mean()))
             if res.apertures is not None and "aperture" in part:
