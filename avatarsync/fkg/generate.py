@@ -28,8 +28,8 @@ from typing import Sequence
 import torch
 
 from .layout import (
-    FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, KIND_UNIT, TokenMeta, frame_step_layout, neighbour_ids, paste_window, prefix_layout,
-    layout_context, window_grid,
+    FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, KIND_UNIT, TokenMeta, frame_step_layout, layout_context, neighbour_ids,
+    paste_window, prefix_layout, window_grid,
 )
 from .fast_decode import decode_rows_fast
 from .masks import allowed
