@@ -7,10 +7,9 @@ import torch
 from avatarsync.errors import CheckpointError
 from avatarsync.fkg.aperture import bin_centres, openness_bins, segment_apertures
 from avatarsync.fkg.data import FKGExample
-from avatarsync.fkg.fakes import toy_examples
+from avatarsync.fkg.fakes import fit_toy, noisy_model, toy_examples
 from avatarsync.fkg.generate import GenerationError, SamplingConfig, generate_keyframes
 from avatarsync.fkg.layout import pack_utterance
-from avatarsync.fkg.model import FKGModel
 from avatarsync.fkg.task import FKGConfig, FKGTask, save_fkg
 from avatarsync.fkg.vocab import FKGVocab
 
@@ -29,15 +28,8 @@ def test_bins_cut_openness_evenly_and_fill_every_segment_token():
         assert (per_token[packed.segment == i] == b).all()
 
 
-def _model(variant="one_to_one", unit_context=False, bins=5, seed=0):
-    torch.manual_seed(seed)
-    m = FKGModel(FKGVocab(units=UNITS, codebook_size=16), "tiny", variant, unit_context=unit_context,
-                 aperture_bins=bins)
-    with torch.no_grad():  # larger weights than the init, so that every input moves the logits
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.1)
-    return m.eval()
+def _model(unit_context=False, bins=5):
+    return noisy_model(FKGVocab(units=UNITS, codebook_size=16), unit_context=unit_context, aperture_bins=bins)
 
 
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
@@ -81,23 +73,6 @@ def _two_state_examples(n, seed, patterns):
     return out
 
 
-def _train(task, steps, lr=1e-2, seed=0):
-    torch.manual_seed(seed)
-    model = task.build_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    ds = task.train_dataset()
-    g = torch.Generator().manual_seed(seed)
-    logs = []
-    for _ in range(steps):
-        batch = task.collate([ds[int(i)] for i in torch.randint(0, len(ds), (8,), generator=g)])
-        loss, log = task.compute_loss(model, batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        logs.append(log)
-    return model.eval(), logs
-
-
 def test_keyframes_follow_the_plan_that_the_truth_openness_gives():
     rng = np.random.default_rng(0)
     patterns = {(u, o): rng.integers(0, 16, (1, 2)) for u in UNITS for o in (0, 1)}
@@ -107,7 +82,7 @@ def test_keyframes_follow_the_plan_that_the_truth_openness_gives():
         cfg = FKGConfig(size="tiny", codebook_size=16, aperture_bins=bins)
         cfg.eval.oracle_aperture = oracle
         task = FKGTask(cfg, train_examples=train, val_examples=val)
-        model, logs = _train(task, 150)
+        model, logs = fit_toy(task, 150)
         vb = task.collate([task.val_dataset()[i] for i in range(len(task.val_dataset()))])
         scores[bins] = task.evaluate(model, [vb])
     # without a plan the state is a coin flip; decoded under the true plan the codes are right
@@ -122,7 +97,7 @@ def test_the_plan_is_learned_where_the_unit_decides_it():
     cfg = FKGConfig(size="tiny", codebook_size=16, aperture_bins=4)
     cfg.eval.max_utterances = len(val)
     task = FKGTask(cfg, train_examples=train, val_examples=val)
-    model, logs = _train(task, 100)
+    model, logs = fit_toy(task, 100)
     assert logs[-1]["aperture_ce"] < 0.3 * logs[0]["aperture_ce"]
     vb = task.collate([task.val_dataset()[i] for i in range(len(task.val_dataset()))])
     m = task.evaluate(model, [vb])

@@ -3,24 +3,18 @@
 import pytest
 import torch
 
+from avatarsync.fkg.fakes import noisy_model
 from avatarsync.fkg.fast_decode import split_prefix
 from avatarsync.fkg.generate import GenerationError, SamplingConfig, generate_keyframes
 from avatarsync.fkg.layout import KIND_DUR, KIND_REF, KIND_UNIT, prefix_layout
-from avatarsync.fkg.model import FKGModel
 from avatarsync.fkg.vocab import FKGVocab
 
 UNITS = ["a", "b", "c", "d", "e", "f"]
 
 
 def _model(variant, k=16, seed=0, frame_window=None, unit_context=False):
-    torch.manual_seed(seed)
-    m = FKGModel(FKGVocab(units=UNITS, codebook_size=k), "tiny", variant, frame_window=frame_window,
-                 unit_context=unit_context)
-    with torch.no_grad():  # larger weights than the init, so that every input moves the logits
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.1)
-    return m.eval()
+    return noisy_model(FKGVocab(units=UNITS, codebook_size=k), variant, seed, frame_window=frame_window,
+                       unit_context=unit_context)
 
 
 def _utterance(vocab, units="abcdae", grid=(3, 4), seed=1):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from avatarsync.fkg.data import ExampleDataset, FKGExample, chunk_bounds
-from avatarsync.fkg.fakes import FakeTokenizer, toy_examples
+from avatarsync.fkg.fakes import FakeTokenizer, fit_toy, toy_examples
 from avatarsync.fkg.losses import FallbackEmbedder, FallbackPerceptual, PixelLosses
 from avatarsync.fkg.metrics import mouth_accuracy, mouth_descriptors, mouth_states, psnr, ssim, to_unit
 from avatarsync.fkg.task import FKGConfig, FKGTask
@@ -20,23 +20,6 @@ def _pixel_examples(n, seed, tok, sequences=None):
         pix = ((dec + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
         ex.ref_pixels, ex.key_pixels = pix[0], pix[1:]
     return exs
-
-
-def _train(task, steps, lr=1e-2, seed=0):
-    torch.manual_seed(seed)
-    model = task.build_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    ds = task.train_dataset()
-    g = torch.Generator().manual_seed(seed)
-    history = []
-    for _ in range(steps):
-        batch = task.collate([ds[int(i)] for i in torch.randint(0, len(ds), (8,), generator=g)])
-        loss, logs = task.compute_loss(model, batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        history.append({"loss": float(loss.detach()), **logs})
-    return model.eval(), history
 
 
 def test_chunking_splits_long_utterances_evenly():
@@ -54,7 +37,7 @@ def test_stage1_training_beats_the_still_reference_in_pixels():
     task = FKGTask(FKGConfig(size="tiny"), train_examples=_pixel_examples(128, 0, tok),
                    val_examples=_pixel_examples(4, 1, tok), tokenizer=tok)
     assert task.vocab.codebook_size == 64
-    model, hist = _train(task, 40)
+    model, hist = fit_toy(task, 40)
     assert hist[-1]["ce"] < 0.1 * hist[0]["ce"]
     val = task.val_dataset()
     m = task.evaluate(model, [task.collate([val[i] for i in range(len(val))])])
@@ -77,7 +60,7 @@ def test_stage2_pixel_losses_reach_the_model_and_fall():
     assert {"ce", "lpips", "identity", "facial"} <= set(logs) and torch.isfinite(loss)
     loss.backward()
     assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
-    _, hist = _train(task, 25, lr=1e-2)
+    _, hist = fit_toy(task, 25, lr=1e-2)
     first = np.mean([h["loss"] for h in hist[:3]])
     last = np.mean([h["loss"] for h in hist[-3:]])
     assert last < 0.7 * first
@@ -227,7 +210,7 @@ def test_token_cache_from_a_corpus_and_mouth_metrics(tmp_path):
     assert ex.key_boxes.shape == (len(ex), 4) and index["crop"]["align"] == "none"
     truth = val.mouth_truth(ex.clip_id)
     assert truth["bank"].shape == (25, 16 * 24) and truth["viseme"][2] == ex.visemes[0]
-    model, _ = _train(task, 5)
+    model, _ = fit_toy(task, 5)
     metrics = task.evaluate(model, [task.collate([val[i] for i in range(len(val))])])
     for key in ("ce", "acc", "gen_code_acc", "kf_psnr", "still_psnr", "mouth_viseme_acc", "mouth_open_acc",
                 "still_mouth_viseme_acc"):
@@ -294,7 +277,7 @@ def test_windowed_model_learns_its_cells_keeps_the_reference_elsewhere_and_round
                    tokenizer=tok)
     batch = task.collate([task.train_dataset()[i] for i in range(2)])
     assert batch["grid"].tolist() == [1, 2] and batch["ref_grid"].tolist() == [2, 2]
-    model, hist = _train(task, 80)  # half the labels per step of a full-grid model
+    model, hist = fit_toy(task, 80)  # half the labels per step of a full-grid model
     assert model.frame_window == (0.0, 0.5, 1.0, 1.0)
     assert hist[-1]["ce"] < 0.1 * hist[0]["ce"]
     val = task.val_dataset()
@@ -349,7 +332,7 @@ def test_unit_dropout_replaces_units_in_training_only_and_guided_decoding_still_
     dropped = is_unk(seen[0])
     assert 0.2 < float(dropped.float().mean()) < 0.8 and not bool(is_unk(seen[1]).any())
     cfg.loss.unit_dropout = 0.1
-    model, hist = _train(task, 80)
+    model, hist = fit_toy(task, 80)
     val = task.val_dataset()
     m = task.evaluate(model, [task.collate([val[i] for i in range(len(val))])])
     assert m["gen_code_acc"] >= 0.95  # guided (eval.guidance = 2)
@@ -401,7 +384,7 @@ def test_unit_context_lets_keyframes_follow_the_next_unit_and_chunks_keep_their_
         cfg = FKGConfig(size="tiny", unit_context=context, codebook_size=16)
         cfg.data.max_units = 3  # chunks cut utterances: their edge units keep their true neighbours
         task = FKGTask(cfg, train_examples=train, val_examples=val)
-        model, _ = _train(task, 200)
+        model, _ = fit_toy(task, 200)
         vb = task.collate([task.val_dataset()[i] for i in range(len(task.val_dataset()))])
         results[context] = task.evaluate(model, [vb])["gen_code_acc"]
         if context:

@@ -76,3 +76,36 @@ def toy_examples(n: int, units: list[str], grid: tuple[int, int] = (2, 2), codeb
             key_openness=np.array([units.index(u) / max(1, len(units) - 1) for u in seq], np.float32),
         ))
     return out
+
+
+def noisy_model(vocab, variant: str = "one_to_one", seed: int = 0, **kwargs) -> nn.Module:
+    """A tiny FKGModel in eval mode whose weights are drawn larger than the init (std 0.1), so that
+    every input moves the logits: for tests that compare decoding paths."""
+    from .model import FKGModel
+
+    torch.manual_seed(seed)
+    model = FKGModel(vocab, "tiny", variant, **kwargs)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.1)
+    return model.eval()
+
+
+def fit_toy(task, steps: int, lr: float = 1e-2, seed: int = 0, batch_size: int = 8) -> tuple[nn.Module, list[dict]]:
+    """``steps`` AdamW steps of ``task.compute_loss`` on random batches of its training set (seeded);
+    returns the model in eval mode and each step's loss and logs."""
+    torch.manual_seed(seed)
+    model = task.build_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    ds = task.train_dataset()
+    g = torch.Generator().manual_seed(seed)
+    history = []
+    for _ in range(steps):
+        batch = task.collate([ds[int(i)] for i in torch.randint(0, len(ds), (batch_size,), generator=g)])
+        loss, logs = task.compute_loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append({"loss": float(loss.detach()), **logs})
+    return model.eval(), history

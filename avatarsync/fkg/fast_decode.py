@@ -122,7 +122,7 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
     ``prefix_kv``: per layer ``(keys, values)`` ``[1, heads, p, head_dim]`` of the shared prefix;
     ``pick(logits [b, sum(factors)]) -> codes [b]`` chooses each step's codes (greedy or sampled).
     ``ref_len``: reference codes in the prefix (``f`` for a full-grid model, more for a windowed one).
-    ``aperture [b]``: each row's aperture bin, read by its [B] token (models with ``aperture_bins``).
+    ``aperture [b]``: each row's aperture bin, read at every step (models with ``aperture_bins``).
     """
     vocab = model.vocab
     cfg = model.llama_config

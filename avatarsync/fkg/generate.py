@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 
 from .layout import (
-    FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, KIND_UNIT, TokenMeta, frame_step_layout, layout_context, neighbour_ids,
+    FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, TokenMeta, frame_step_layout, layout_context, neighbour_ids,
     paste_window, prefix_layout, window_grid,
 )
 from .fast_decode import decode_rows_fast
@@ -122,8 +122,7 @@ def _prefix_pass(model: FKGModel, ids: torch.Tensor, meta: TokenMeta, position: 
     mask = allowed(meta, meta, model.mask_variant, model.window)
     out = model(ids[None], position[None], mask[None], meta.kind[None], meta.offset[None], past_key_values=cache,
                 use_cache=True, context=None if context is None else context[None])
-    plan = None if out.aperture_logits is None else out.aperture_logits[0][meta.kind == KIND_UNIT]
-    return [(layer.keys, layer.values) for layer in cache.layers], plan
+    return [(layer.keys, layer.values) for layer in cache.layers], out.aperture_logits
 
 
 @torch.no_grad()

@@ -60,7 +60,7 @@ def model_size(size: str | ModelSize) -> ModelSize:
 class FKGOutput:
     logits: torch.Tensor  # [..., sum(factors)]: concatenated per-digit logits
     past_key_values: Any = None
-    aperture_logits: torch.Tensor | None = None  # [B, Lq, aperture_bins] (every position; models with a plan)
+    aperture_logits: torch.Tensor | None = None  # [M, aperture_bins] at the M unit tokens (models with a plan)
 
 
 class FKGModel(nn.Module):
@@ -179,7 +179,8 @@ class FKGModel(nn.Module):
                 aperture: torch.Tensor | None = None) -> FKGOutput:
         """``ids``/``position``/``kind``/``offset`` ``[B, Lq]`` (layout.py); ``mask`` bool
         ``[B, Lq, Lk]`` (True = attend), where ``Lk`` counts cached tokens plus the new ones.
-        ``select`` (bool ``[B, Lq]``) keeps only those positions' logits (``[M, sum(factors)]``).
+        ``select`` (bool ``[B, Lq]``) keeps only those positions' logits (``[M, sum(factors)]``); the plan's
+        ``aperture_logits`` are those of the unit tokens, in row-major order.
         ``context [B, Lq, 2]``: neighbouring unit ids of unit tokens (models with ``unit_context``).
         ``aperture [B, Lq]``: the aperture bin read by [B] and frame tokens (models with ``aperture_bins``;
         -1 = none)."""
@@ -188,7 +189,7 @@ class FKGModel(nn.Module):
         out = self.backbone(inputs_embeds=x, attention_mask=attn, position_ids=position,
                             past_key_values=past_key_values, use_cache=use_cache)
         h = out.last_hidden_state
-        plan = self.aperture_head(h) if self.aperture_head is not None else None
+        plan = self.aperture_head(h[kind == KIND_UNIT]) if self.aperture_head is not None else None
         if select is not None:
             h = h[select]
         return FKGOutput(logits=self.head(h), past_key_values=out.past_key_values if use_cache else None,

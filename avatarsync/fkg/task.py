@@ -354,12 +354,12 @@ class FKGTask:
 
     def _load_init(self, model: FKGModel) -> None:
         """init_from's weights; a model without a plan may start one (its aperture layers stay new)."""
-        from safetensors.torch import load_file
+        from ..train.checkpoint import load_weights
 
         path = Path(self.cfg.init_from) / "model.safetensors"
         fix = "use the same size, vocabulary, window and unit context as the init_from model"
         try:
-            missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+            missing, unexpected = load_weights(model, path, strict=False)
         except RuntimeError as e:  # shape mismatches
             raise CheckpointError(f"init_from {self.cfg.init_from} does not fit this model: "
                                   f"{str(e).splitlines()[-1].strip()}", fix) from None
@@ -440,8 +440,7 @@ class FKGTask:
                     aperture=batch.get("aperture"))
         plan = None
         if out.aperture_logits is not None:  # predicted at unit tokens
-            units = batch["kind"] == KIND_UNIT
-            plan = (out.aperture_logits[units], batch["aperture"][units])
+            plan = (out.aperture_logits, batch["aperture"][batch["kind"] == KIND_UNIT])
         return out.logits, batch["labels"][sel], plan
 
     @staticmethod

@@ -35,8 +35,9 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
     save_file(state_dict_for_saving(model), str(path))
 
 
-def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> None:
-    model.load_state_dict(load_file(str(path)), strict=strict)
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True):
+    """Load a safetensors file into ``model``; returns the missing and unexpected keys."""
+    return model.load_state_dict(load_file(str(path)), strict=strict)
 
 
 def checkpoint_dirs(out_dir: str | Path) -> list[Path]:
