@@ -111,6 +111,9 @@ def _add_speak(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale on the phonemes (1 = off; default: the bundle's "
                         "pipeline.yaml guidance)")
+    p.add_argument("--keyframe-decode", default=None, choices=["argmax", "expected"],
+                   help="how keyframes become pixels: argmax (the decoded codes) or expected (each cell's expected "
+                        "code under the decoding logits; default: the bundle's pipeline.yaml keyframe_decode)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or timing table")
 
 
@@ -121,7 +124,7 @@ def _run_speak(args: argparse.Namespace) -> int:
     res = pipe.speak(text=args.text, audio=args.audio, transcript=args.transcript, image=args.image, out=args.out,
                      lang=args.lang, seed=args.seed, crop_only=args.crop_only, voice=args.voice, rate=args.rate,
                      pitch=args.pitch, aligner=args.aligner, temperature=args.temperature, top_k=args.top_k,
-                     guidance=args.guidance, progress=not args.quiet)
+                     guidance=args.guidance, keyframe_decode=args.keyframe_decode, progress=not args.quiet)
     total = sum(res.timings.values())
     if not args.quiet:
         print(f"{'stage':<14}{'seconds':>9}{'s per s of video':>18}", file=sys.stderr)
@@ -144,12 +147,15 @@ def _add_bundle(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=1.0,
                    help="default classifier-free guidance scale of `speak` with this bundle (1 = off; >1 needs a "
                         "keyframe model trained with loss.unit_dropout)")
+    p.add_argument("--keyframe-decode", default="argmax", choices=["argmax", "expected"],
+                   help="default keyframe decode of `speak` with this bundle: argmax (the decoded codes) or "
+                        "expected (each cell's expected code under the decoding logits)")
 
 
 def _run_bundle(args: argparse.Namespace) -> int:
     from .pipeline import BundleInfo, make_bundle
 
-    info = BundleInfo(unit_key=args.unit_key, guidance=args.guidance)
+    info = BundleInfo(unit_key=args.unit_key, guidance=args.guidance, keyframe_decode=args.keyframe_decode)
     out = make_bundle(args.out, args.tokenizer, args.fkg, args.interp, info, avatar_identity=args.avatar_identity)
     print(f"wrote model bundle {out}")
     return 0

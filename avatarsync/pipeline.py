@@ -48,6 +48,9 @@ class BundleInfo:
     avatar_landmarks: str = "avatar.json"
     trained_on: str = ""  # free text: corpus and recipe that made it
     guidance: float = 1.0  # default classifier-free guidance scale of the keyframe model (1 = off)
+    # default keyframe decode: "argmax" (the decoded codes) or "expected" (each cell's expected code
+    # vector under the decoding logits; fkg/keyframe_codes.py)
+    keyframe_decode: str = "argmax"
     metrics: dict = field(default_factory=dict)
 
 
@@ -187,6 +190,26 @@ class Pipeline:
         (``guidance``: classifier-free guidance scale; None = the bundle's).
 
         ``track`` must hold no zero-length units (``speak`` removes them with ``_positive_units``)."""
+        return self._generate(ref_crop, track, seed, temperature, top_k, guidance, False)[0].codes
+
+    @torch.no_grad()
+    def keyframe_latents(self, ref_crop: np.ndarray, track, seed: int = 0, temperature: float = 0.0,
+                         top_k: int = 0, guidance: float | None = None,
+                         keyframe_decode: str | None = None) -> torch.Tensor:
+        """The tokenizer's code vectors (K, C, h, w) of one keyframe per unit: of the decoded codes
+        (``keyframe_decode="argmax"``) or expected under the decoding logits (``"expected"``);
+        None = the bundle's ``keyframe_decode``."""
+        from .fkg.keyframe_codes import KEYFRAME_DECODES, keyframe_code_vectors
+
+        how = self.info.keyframe_decode if keyframe_decode is None else keyframe_decode
+        if how not in KEYFRAME_DECODES:
+            raise InputError(f"unknown keyframe decode {how!r}", f"use one of {', '.join(KEYFRAME_DECODES)}")
+        result, ref = self._generate(ref_crop, track, seed, temperature, top_k, guidance, how == "expected")
+        return keyframe_code_vectors(self.tokenizer, result.codes, result.logits, ref, self.fkg.vocab.factors,
+                                     self.fkg.vocab.codebook_size, self.fkg.frame_window, how)
+
+    def _generate(self, ref_crop: np.ndarray, track, seed: int, temperature: float, top_k: int,
+                  guidance: float | None, return_logits: bool):
         from .fkg.generate import SamplingConfig, generate_keyframes, track_ids
 
         portrait = _to_tensor(ref_crop[None], self.device)
@@ -194,8 +217,9 @@ class Pipeline:
         unit_ids, dur_ids = track_ids(self.fkg.vocab, track.units, self.info.unit_key)
         result = generate_keyframes(self.fkg, ref, unit_ids.to(self.device), dur_ids.to(self.device),
                                     SamplingConfig(temperature=temperature, top_k=top_k, seed=seed,
-                                                   guidance=self.info.guidance if guidance is None else guidance))
-        return result.codes
+                                                   guidance=self.info.guidance if guidance is None else guidance),
+                                    return_logits=return_logits)
+        return result, ref
 
     @torch.no_grad()
     def reference(self, ref_crop: np.ndarray):
@@ -213,15 +237,20 @@ class Pipeline:
 
     @torch.no_grad()
     def decode_keyframes(self, key_codes: torch.Tensor, reference=None, batch_size: int = 8) -> torch.Tensor:
-        """Keyframe token grids (K, h, w) -> images (K, 3, H, W) in [-1, 1].
+        """Keyframe token grids (K, h, w), or their code vectors (K, C, h, w, float), -> images
+        (K, 3, H, W) in [-1, 1].
 
         Small batches: on a 2-core CPU, 8 frames at a time decode ~2x faster per frame than 32 or more
         (the activations of a small batch stay in cache). Repeated grids (a unit said twice with the same
         duration bin gets the same keyframe) are decoded once."""
         unique, inverse = torch.unique(key_codes.flatten(1), dim=0, return_inverse=True)
         unique = unique.reshape(-1, *key_codes.shape[1:])
-        images = torch.cat([self.tokenizer.decode(unique[i:i + batch_size].to(self.device), reference=reference)
-                            for i in range(0, len(unique), batch_size)])
+        if key_codes.is_floating_point():
+            images = torch.cat([self.tokenizer.decode_codes(unique[i:i + batch_size].to(self.device), reference)
+                                .clamp(-1, 1) for i in range(0, len(unique), batch_size)])
+        else:
+            images = torch.cat([self.tokenizer.decode(unique[i:i + batch_size].to(self.device), reference=reference)
+                                for i in range(0, len(unique), batch_size)])
         return images[inverse.to(images.device)]
 
     @torch.no_grad()
@@ -240,9 +269,10 @@ class Pipeline:
               image: str | Path | np.ndarray | None = None, out: str | Path | None = "out.mp4", lang: str = "en",
               seed: int = 0, crop_only: bool = False, voice: str | None = None, rate: int = 160, pitch: int = 50,
               aligner: str = "auto", temperature: float = 0.0, top_k: int = 0, guidance: float | None = None,
-              progress: bool = False) -> SpeakResult:
+              keyframe_decode: str | None = None, progress: bool = False) -> SpeakResult:
         """Make the talking-head video; ``out=None`` returns frames without writing a file.
-        ``guidance``: classifier-free guidance scale of the keyframes (None = the bundle's default)."""
+        ``guidance``: classifier-free guidance scale of the keyframes; ``keyframe_decode``: "argmax" or
+        "expected" (``keyframe_latents``); None = the bundle's default."""
         from tqdm.auto import tqdm
 
         if out is not None:
@@ -264,17 +294,17 @@ class Pipeline:
             portrait, aligned = self.crop(img, source=str(image) if isinstance(image, (str, Path)) else "the image")
         step("crop")
         with _timed(timings, "keyframes"):
-            codes = self.keyframes(aligned.crop, keyed, seed=seed, temperature=temperature, top_k=top_k,
-                                   guidance=guidance)
+            key_vectors = self.keyframe_latents(aligned.crop, keyed, seed=seed, temperature=temperature,
+                                                top_k=top_k, guidance=guidance, keyframe_decode=keyframe_decode)
         step("keyframes")
         with _timed(timings, "decode"):
             reference = self.reference(aligned.crop)
             if self.pixel_factor:  # decode the keyframes only; the interpolator fills in pixels
                 import torch.nn.functional as F
 
-                key_latents = F.pixel_unshuffle(self.decode_keyframes(codes, reference), self.pixel_factor)
+                key_latents = F.pixel_unshuffle(self.decode_keyframes(key_vectors, reference), self.pixel_factor)
             else:
-                key_latents = self.tokenizer.indices_to_codes(codes)
+                key_latents = key_vectors
         with _timed(timings, "interpolation"):
             latents = self.interpolate(key_latents, keyed, track.duration)
         step("interpolation")

@@ -8,7 +8,7 @@ from avatarsync.errors import CheckpointError
 from avatarsync.fkg.aperture import bin_centres, openness_bins, segment_apertures
 from avatarsync.fkg.data import FKGExample
 from avatarsync.fkg.fakes import fit_toy, noisy_model, toy_examples
-from avatarsync.fkg.generate import GenerationError, SamplingConfig, generate_keyframes
+from avatarsync.fkg.generate import GenerationError, SamplingConfig, _guide, generate_keyframes, pick_bins
 from avatarsync.fkg.layout import pack_utterance
 from avatarsync.fkg.task import FKGConfig, FKGTask, save_fkg
 from avatarsync.fkg.vocab import FKGVocab
@@ -32,15 +32,15 @@ def _model(unit_context=False, bins=5):
     return noisy_model(FKGVocab(units=UNITS, codebook_size=16), unit_context=unit_context, aperture_bins=bins)
 
 
-@pytest.mark.parametrize("guidance", [1.0, 2.0])
+@pytest.mark.parametrize("guidance,plan_guidance", [(1.0, 1.0), (2.0, 1.0), (1.0, 2.0), (2.0, 3.0)])
 @pytest.mark.parametrize("unit_context", [False, True])
-def test_engines_agree_and_the_imposed_plan_steers_the_codes(guidance, unit_context):
+def test_engines_agree_and_the_imposed_plan_steers_the_codes(guidance, plan_guidance, unit_context):
     m = _model(unit_context=unit_context)
     vocab = m.vocab
     ref = torch.randint(0, 16, (3, 4), generator=torch.Generator().manual_seed(1))
     units = torch.tensor([vocab.unit_id(u) for u in "abcab"])
     durs = torch.tensor([vocab.duration_id(0.1)] * 5)
-    s = SamplingConfig(guidance=guidance)
+    s = SamplingConfig(guidance=guidance, plan_guidance=plan_guidance)
     fast = generate_keyframes(m, ref, units, durs, s, return_logits=True)
     slow = generate_keyframes(m, ref, units, durs, s, return_logits=True, engine="transformers", dedupe=False)
     nocache = generate_keyframes(m, ref, units, durs, s, engine="transformers", use_cache=False, dedupe=False)
@@ -130,3 +130,59 @@ def test_a_plan_needs_truth_openness():
     task = FKGTask(FKGConfig(size="tiny", codebook_size=16, aperture_bins=3), train_examples=train, val_examples=[])
     with pytest.raises(InputError, match="no truth mouth openness"):
         task.collate([task.train_dataset()[0]])
+
+
+def test_guidance_adds_each_twins_difference_and_plan_guidance_needs_a_plan():
+    c, u, v = torch.tensor([[1.0, 3.0]]), torch.tensor([[2.0, 2.0]]), torch.tensor([[0.0, 1.0]])
+    torch.testing.assert_close(_guide(torch.cat([c, u]), [3.0]), u + 3 * (c - u))
+    torch.testing.assert_close(_guide(torch.cat([c, u, v]), [3.0, 2.0]), c + 2 * (c - u) + (c - v))
+    torch.testing.assert_close(_guide(c, []), c)
+    m = noisy_model(FKGVocab(units=UNITS, codebook_size=16))
+    with pytest.raises(GenerationError, match="plan_guidance needs"):
+        generate_keyframes(m, torch.zeros(3, 4, dtype=torch.long), torch.tensor([m.vocab.unit_id("a")]),
+                           torch.tensor([m.vocab.duration_id(0.1)]), SamplingConfig(plan_guidance=2.0))
+
+
+def test_plan_guidance_moves_codes_only_where_the_plan_is_read():
+    m = _model()
+    vocab = m.vocab
+    ref = torch.randint(0, 16, (3, 4), generator=torch.Generator().manual_seed(1))
+    units = torch.tensor([vocab.unit_id(u) for u in "abcd"])
+    durs = torch.tensor([vocab.duration_id(0.1)] * 4)
+    plain = generate_keyframes(m, ref, units, durs, return_logits=True)
+    guided = generate_keyframes(m, ref, units, durs, SamplingConfig(plan_guidance=3.0), return_logits=True)
+    assert torch.equal(plain.apertures, guided.apertures)  # the plan itself is not guided by it
+    assert not torch.allclose(plain.logits, guided.logits)
+    with torch.no_grad():  # a plan embedding of zeros reads like no plan: guidance then changes nothing
+        m.aperture_embed.weight.zero_()
+    plain = generate_keyframes(m, ref, units, durs, return_logits=True)
+    guided = generate_keyframes(m, ref, units, durs, SamplingConfig(plan_guidance=3.0), return_logits=True)
+    torch.testing.assert_close(plain.logits, guided.logits)
+
+
+def test_bins_are_picked_by_argmax_median_or_mean():
+    probs = torch.tensor([[0.4, 0.0, 0.0, 0.3, 0.3], [0.1, 0.2, 0.3, 0.2, 0.2]])
+    logits = probs.clamp(min=1e-9).log()
+    assert pick_bins(logits, "argmax").tolist() == [0, 2]
+    assert pick_bins(logits, "median").tolist() == [3, 2]
+    assert pick_bins(logits, "mean").tolist() == [2, 2]  # 1.8 and 2.2 rounded
+    with pytest.raises(GenerationError, match="plan_pick"):
+        pick_bins(logits, "mode")
+
+
+def test_plan_dropout_hides_whole_keyframes_plans_and_keeps_the_plan_target():
+    torch.manual_seed(0)
+    segment = torch.tensor([[-1, -1, 0, 0, 0, 1, 1, 1, 2, 2, 2], [-1, -1, 0, 0, 0, 1, 1, 1, -1, -1, -1]])
+    aperture = torch.where(segment >= 0, segment + 3, torch.full_like(segment, -1))
+    assert torch.equal(FKGTask._hide_plan(aperture, segment, 0.0), aperture)
+    assert (FKGTask._hide_plan(aperture, segment, 1.0) == -1).all()
+    seen = set()
+    for _ in range(50):
+        out = FKGTask._hide_plan(aperture, segment, 0.5)
+        assert (out[segment < 0] == -1).all()
+        for b in range(2):
+            for i in range(3):
+                vals = set(out[b][segment[b] == i].tolist())
+                assert len(vals) <= 1 and vals <= {-1, i + 3}  # a keyframe's tokens agree
+                seen |= vals
+    assert seen == {-1, 3, 4, 5}

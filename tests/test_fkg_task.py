@@ -8,6 +8,7 @@ from avatarsync.fkg.data import ExampleDataset, FKGExample, chunk_bounds
 from avatarsync.fkg.fakes import FakeTokenizer, fit_toy, toy_examples
 from avatarsync.fkg.losses import FallbackEmbedder, FallbackPerceptual, PixelLosses
 from avatarsync.fkg.metrics import mouth_accuracy, mouth_descriptors, mouth_states, psnr, ssim, to_unit
+from avatarsync.errors import InputError
 from avatarsync.fkg.task import FKGConfig, FKGTask
 
 UNITS = ["a", "b", "c", "d"]
@@ -43,6 +44,13 @@ def test_stage1_training_beats_the_still_reference_in_pixels():
     m = task.evaluate(model, [task.collate([val[i] for i in range(len(val))])])
     assert m["gen_code_acc"] >= 0.95
     assert m["kf_psnr"] > m["still_psnr"] + 5 and m["kf_ssim"] > m["still_ssim"]
+    task.cfg.eval.keyframe_decode = "expected"  # expected colours: a blend of the right one and others
+    soft = task.evaluate(model, [task.collate([val[i] for i in range(len(val))])])
+    assert soft["gen_code_acc"] == m["gen_code_acc"] and soft["kf_psnr"] < m["kf_psnr"]
+    assert soft["kf_psnr"] > m["still_psnr"] + 5
+    task.cfg.eval.keyframe_decode = "mode"
+    with pytest.raises(InputError, match="keyframe_decode"):
+        task.evaluate(model, [task.collate([val[0]])])
 
 
 def test_stage2_pixel_losses_reach_the_model_and_fall():

@@ -101,6 +101,34 @@ def test_windowed_guided_bundle_changes_only_the_window_and_reads_its_guidance(t
     assert not torch.equal(guided, plain)
 
 
+@pytest.mark.parametrize("pixel_factor", [8, 0])
+def test_expected_keyframe_decode_is_the_codebook_mean_and_reaches_the_video(tmp_path, pixel_factor):
+    """keyframe_decode "expected": each cell's code vector is the softmax-weighted mean of the codebook,
+    so it lies between the argmax code's and others'; the bundle default and the speak option agree."""
+    import torch
+
+    from avatarsync.untrained import make_untrained_bundle
+
+    folder = make_untrained_bundle(tmp_path, fkg_window=[0.25, 0.5, 0.75, 1.0], pixel_factor=pixel_factor,
+                                   reference=bool(pixel_factor), keyframe_decode="expected")
+    p = Pipeline.from_pretrained(folder, device="cpu")
+    assert p.info.keyframe_decode == "expected"
+    aligned = p.crop(None)[1]
+    res = p.speak(text="Hello.", out=None, crop_only=True, seed=2)
+    track = type(res.track)(units=[u for u in res.track.units if u.end > u.start], lang="en",
+                            duration=res.track.duration)
+    hard = p.keyframe_latents(aligned.crop, track, keyframe_decode="argmax")
+    soft = p.keyframe_latents(aligned.crop, track)
+    assert hard.shape == soft.shape and hard.dtype == soft.dtype
+    torch.testing.assert_close(hard, p.tokenizer.indices_to_codes(p.keyframes(aligned.crop, track)))
+    assert not torch.allclose(hard, soft)
+    assert bool((soft.abs() <= hard.abs().amax() + 1e-6).all())  # a mean of codebook vectors (LFQ: +-1 bits)
+    again = p.speak(text="Hello.", out=None, crop_only=True, seed=2, keyframe_decode="argmax")
+    assert again.frames.shape == res.frames.shape and not np.array_equal(again.frames, res.frames)
+    with pytest.raises(Exception, match="unknown keyframe decode"):
+        p.keyframe_latents(aligned.crop, track, keyframe_decode="mode")
+
+
 def test_mandarin_text_runs_through_visual_units(pipe):
     res = pipe.speak(text="和平与发展", lang="zh", out=None, crop_only=True)
     assert len(res.frames) == round(res.track.duration * 25)

@@ -34,21 +34,27 @@ class FakeTokenizer(nn.Module):
         q = ((x.clamp(-1, 1) + 1) / 2 * (self.levels - 1)).round().long()
         return (q[:, 0] * self.levels + q[:, 1]) * self.levels + q[:, 2]
 
-    def _upsample(self, rgb: torch.Tensor) -> torch.Tensor:  # [B, h, w, 3] -> [B, 3, H, W]
-        return F.interpolate(rgb.permute(0, 3, 1, 2), scale_factor=self.down, mode="nearest")
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:  # ids [B, h, w] -> colours [B, 3, h, w]
+        return self.palette[indices.long()].permute(0, 3, 1, 2)
 
-    def decode(self, indices: torch.Tensor, reference=None) -> torch.Tensor:  # colours need no reference
-        return self._upsample(self.palette[indices.long()])
+    def decode_codes(self, codes: torch.Tensor, reference=None) -> torch.Tensor:  # colours need no reference
+        return F.interpolate(codes, scale_factor=self.down, mode="nearest")
 
-    def decode_logits(self, logits: torch.Tensor, mode: str = "soft", temperature: float = 1.0,
-                      reference=None) -> torch.Tensor:
+    def decode(self, indices: torch.Tensor, reference=None) -> torch.Tensor:
+        return self.decode_codes(self.indices_to_codes(indices))
+
+    def codes_from_logits(self, logits: torch.Tensor, mode: str = "soft", temperature: float = 1.0) -> torch.Tensor:
         probs = torch.softmax(logits.float() / temperature, dim=-1)
         if mode == "st":
             hard = torch.zeros_like(probs).scatter_(-1, probs.argmax(-1, keepdim=True), 1.0)
             probs = hard + probs - probs.detach()
         elif mode != "soft":
             raise ValueError(f"unknown decode mode {mode!r}; use 'soft' or 'st'")
-        return self._upsample(probs @ self.palette)
+        return (probs @ self.palette).permute(0, 3, 1, 2)
+
+    def decode_logits(self, logits: torch.Tensor, mode: str = "soft", temperature: float = 1.0,
+                      reference=None) -> torch.Tensor:
+        return self.decode_codes(self.codes_from_logits(logits, mode, temperature))
 
 
 def unit_patterns(units: list[str], grid: tuple[int, int], codebook_size: int, seed: int = 0) -> dict[str, np.ndarray]:

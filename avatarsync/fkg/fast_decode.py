@@ -122,7 +122,7 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
     ``prefix_kv``: per layer ``(keys, values)`` ``[1, heads, p, head_dim]`` of the shared prefix;
     ``pick(logits [b, sum(factors)]) -> codes [b]`` chooses each step's codes (greedy or sampled).
     ``ref_len``: reference codes in the prefix (``f`` for a full-grid model, more for a windowed one).
-    ``aperture [b]``: each row's aperture bin, read at every step (models with ``aperture_bins``).
+    ``aperture [b]``: each row's aperture bin, read at every step (models with ``aperture_bins``; -1 = none).
     """
     vocab = model.vocab
     cfg = model.llama_config
@@ -166,7 +166,8 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
     if model.aperture_embed is not None:  # every step of a row reads its aperture bin
         if aperture is None:
             raise ValueError("this keyframe model plans the mouth aperture: pass each row's aperture bin")
-        plan = model.aperture_embed(aperture.to(device))  # [b, hidden]
+        aperture = aperture.to(device)  # bin -1 reads no plan (a plan-guidance twin)
+        plan = model.aperture_embed(aperture.clamp(min=0)) * (aperture >= 0).unsqueeze(-1).to(dtype)  # [b, hidden]
     final_norm = model.backbone.norm
 
     codes = torch.zeros((b, f), dtype=torch.long, device=device)

@@ -53,6 +53,12 @@ class SamplingConfig:
     # u + guidance * (c - u), c with the keyframe's unit and u with <unk> in its place. 1 = off.
     # Meant for models trained with loss.unit_dropout > 0 (they learn what <unk> means).
     guidance: float = 1.0
+    # Guidance scale on the mouth-aperture plan (models with aperture_bins): adds
+    # (plan_guidance - 1) * (c - v), v the same keyframe reading no plan. 1 = off. Meant for models
+    # trained with loss.plan_dropout > 0 (they learn what no plan means).
+    plan_guidance: float = 1.0
+    # How a keyframe's aperture bin is read from the plan logits: "argmax", "median" or "mean" (pick_bins).
+    plan_pick: str = "argmax"
 
 
 @dataclass
@@ -60,6 +66,7 @@ class KeyframeResult:
     codes: torch.Tensor  # [N, h, w] visual codes (a windowed model's cells pasted into the reference codes)
     logits: torch.Tensor | None = None  # [N, f, sum(factors)] of the f generated cells, when requested
     apertures: torch.Tensor | None = None  # [N] the aperture bin each keyframe followed (models with a plan)
+    plan_logits: torch.Tensor | None = None  # [N, bins] the (guided) plan logits the bins were read from
 
 
 def _buffer_cache(prefix_kv: list[tuple[torch.Tensor, torch.Tensor]], rows: int, extra: int):
@@ -169,6 +176,10 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
     if guided and model.mask_variant != "one_to_one":
         raise GenerationError(f"guidance needs the one-to-one mask (keyframes that see only their own unit), "
                               f"not {model.mask_variant!r}", "use guidance=1 with this model")
+    plan_guided = float(sampling.plan_guidance) != 1.0
+    if plan_guided and not model.aperture_bins:
+        raise GenerationError("plan_guidance needs a keyframe model with an aperture plan (aperture_bins > 0)",
+                              "use plan_guidance=1 with this model")
     if apertures is not None:
         if not model.aperture_bins:
             raise GenerationError("apertures were given but this keyframe model has no aperture plan",
@@ -197,7 +208,8 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
             inverse = inverse.to(res.codes.device)
             return KeyframeResult(codes=res.codes[inverse],
                                   logits=None if res.logits is None else res.logits[inverse],
-                                  apertures=None if res.apertures is None else res.apertures[inverse])
+                                  apertures=None if res.apertures is None else res.apertures[inverse],
+                                  plan_logits=None if res.plan_logits is None else res.plan_logits[inverse])
     h, w = ref_codes.shape
     fh, fw = window_grid((h, w), model.frame_window)
     f = fh * fw
@@ -211,15 +223,18 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
         ids, meta, position = prefix_layout(vocab, ref_codes.cpu(), unit_ids, dur_ids, model.stride)
     prefix_ctx = None if ctx is None else layout_context(meta, ctx, vocab.pad_id).to(device)
     ids, meta, position = ids.to(device), meta.to(device), position.to(device)
-    prefix_kv, plan = None, None
+    prefix_kv, plan, plan_logits = None, None, None
     if use_cache or model.aperture_bins:
         prefix_kv, plan_logits = _prefix_pass(model, ids, meta, position, prefix_ctx)
         prefix_kv = prefix_kv if use_cache else None
+        if plan_logits is not None:
+            plan_logits = _guide(plan_logits, [float(sampling.guidance)] if guided else [])
         if apertures is not None:
             plan = apertures.to(device)
         elif plan_logits is not None:
-            plan = (_guide(plan_logits, sampling.guidance) if guided else plan_logits.float()).argmax(-1)
+            plan = pick_bins(plan_logits, sampling.plan_pick)
 
+    scales = ([float(sampling.guidance)] if guided else []) + ([float(sampling.plan_guidance)] if plan_guided else [])
     chunk = n if batch_size is None else batch_size
     codes = torch.zeros(n, f, dtype=torch.long, device=device)
     all_logits = torch.zeros(n, f, sum(model.factors), device=device) if return_logits else None
@@ -230,14 +245,21 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
             gens = [torch.Generator().manual_seed(int(sampling.seed) * 1_000_003 + int(s)) for s in segs]
 
         def pick(logits: torch.Tensor, gens=gens) -> torch.Tensor:
-            if guided:  # rows [keyframes, their twins]: pick from the guided logits, feed both
-                logits = _guide(logits, sampling.guidance)
-                codes = _pick(logits, model.factors, vocab.codebook_size, sampling, gens)
-                return torch.cat([codes, codes])
-            return _pick(logits, model.factors, vocab.codebook_size, sampling, gens)
+            # rows [keyframes, their twins...]: pick from the guided logits, feed every row the same codes
+            codes = _pick(_guide(logits, scales), model.factors, vocab.codebook_size, sampling, gens)
+            return codes.repeat(len(scales) + 1)
 
-        rows = torch.cat([segs, segs + n]) if guided else segs
-        row_plan = None if plan is None else plan[rows % n]  # a twin follows its keyframe's plan
+        # Row groups: the keyframes; with guidance their unit twins (segments n.., <unk> units, the same
+        # plan); with plan guidance their plan twins (the same segments, reading no plan: bin -1).
+        rows, row_plan = [segs], None if plan is None else [plan[segs]]
+        if guided:
+            rows.append(segs + n)
+            row_plan = None if plan is None else row_plan + [plan[segs]]
+        if plan_guided:
+            rows.append(segs)
+            row_plan.append(torch.full_like(plan[segs], -1))
+        rows = torch.cat(rows)
+        row_plan = None if row_plan is None else torch.cat(row_plan)
         if use_cache and engine == "fast":
             out_codes, out_logits = decode_rows_fast(model, rows, meta, prefix_kv, f, pick, return_logits, h * w,
                                                      row_plan)
@@ -246,15 +268,35 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
                                                  prefix_ctx, row_plan)
         codes[segs] = out_codes[:len(segs)]
         if all_logits is not None:
-            all_logits[segs] = _guide(out_logits, sampling.guidance) if guided else out_logits
+            all_logits[segs] = _guide(out_logits, scales)
     return KeyframeResult(codes=paste_window(ref_codes, codes.reshape(n, fh, fw), model.frame_window),
-                          logits=all_logits, apertures=plan)
+                          logits=all_logits, apertures=plan, plan_logits=plan_logits)
 
 
-def _guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
-    """Guided logits from rows ``[conditional; unconditional]`` (first dim split in half)."""
-    cond, uncond = logits.float().chunk(2, dim=0)
-    return uncond + scale * (cond - uncond)
+PLAN_PICKS = ("argmax", "median", "mean")
+
+
+def pick_bins(logits: torch.Tensor, how: str = "argmax") -> torch.Tensor:
+    """Aperture bins ``[N]`` from plan logits ``[N, bins]``: the likeliest bin (``argmax``), the median of
+    the bin distribution (``median``: fewest expected bins off) or its rounded mean (``mean``)."""
+    if how == "argmax":
+        return logits.argmax(-1)
+    probs = logits.float().softmax(-1)
+    if how == "median":
+        return (probs.cumsum(-1) < 0.5).sum(-1).clamp(max=logits.shape[-1] - 1)
+    if how == "mean":
+        return (probs * torch.arange(logits.shape[-1], device=logits.device)).sum(-1).round().long()
+    raise GenerationError(f"plan_pick must be one of {PLAN_PICKS}, got {how!r}")
+
+
+def _guide(logits: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
+    """Guided logits from row groups ``[conditional; twin_1; ...]`` (first dim split evenly), one scale
+    per twin: ``c + sum_i (scale_i - 1) * (c - twin_i)`` (with one twin, ``u + scale * (c - u)``)."""
+    groups = logits.float().chunk(len(scales) + 1, dim=0)
+    out = groups[0]
+    for scale, twin in zip(scales, groups[1:]):
+        out = out + (scale - 1.0) * (groups[0] - twin)
+    return out
 
 
 def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, prefix_meta: TokenMeta,

@@ -36,13 +36,14 @@ from ..errors import BackendUnavailable, CheckpointError, InputError
 from .data import CacheDataset, ExampleDataset, FKGExample, build_token_cache, crop_config, read_cache_index
 from .aperture import openness_bins, segment_apertures
 from .generate import SamplingConfig, generate_keyframes
+from .keyframe_codes import KEYFRAME_DECODES, code_vectors_from_logits, keyframe_code_vectors
 from .layout import (
     FRAME_OFFSET, IGNORE, KIND_FRAME, KIND_UNIT, TokenMeta, collate_packed, crop_window, pack_utterance, paste_window,
     layout_context, neighbour_ids, prefix_length, segment_length, window_cells,
 )
 from .masks import canonical_variant, default_stride, packed_mask
 from .metrics import mouth_accuracy, mouth_states, pixel_openness, psnr, ssim, to_unit
-from .model import FKGModel, code_cross_entropy, code_log_probs, digit_logits
+from .model import FKGModel, code_cross_entropy
 from .vocab import DEFAULT_DURATION_EDGES, UNK_UNIT, FKGVocab, build_unit_list
 
 log = logging.getLogger("avatarsync.fkg")
@@ -81,6 +82,9 @@ class FKGLossConfig:
     # Probability that a training segment's unit reads <unk>: the model also learns the keyframe
     # without its unit, which classifier-free guidance (eval.guidance, speak --guidance) needs.
     unit_dropout: float = 0.0
+    # Models with aperture_bins: each keyframe's [B] and frame tokens read no plan with this probability
+    # (the unit token still learns to predict it), which plan guidance (eval.plan_guidance) needs.
+    plan_dropout: float = 0.0
     # Probability that a keyframe's input code (never its label) is swapped for a code from elsewhere in
     # the batch, so the model learns not to trust its own earlier cells blindly: decoding feeds it its
     # own guesses, training the true codes (exposure bias).
@@ -98,6 +102,11 @@ class FKGEvalConfig:
     generate: bool = True  # decode keyframes during evaluation (slower, gives the pixel metrics)
     max_utterances: int = 4  # utterances decoded per evaluation
     guidance: float = 1.0  # classifier-free guidance scale of the evaluation's decoding (1 = off)
+    plan_guidance: float = 1.0  # guidance scale on the aperture plan (models with aperture_bins; 1 = off)
+    plan_pick: str = "argmax"  # how the plan's bin is read: argmax, median or mean (generate.pick_bins)
+    # How generated keyframes become pixels: "argmax" (the decoded codes) or "expected" (each cell's
+    # softmax-expected code vector under the decoding logits; keyframe_codes.py).
+    keyframe_decode: str = "argmax"
     openness_tol: float = 0.15  # truth-openness tolerance of mouth_open_acc (0 closed .. 1 widest)
     pixel_openness_tol: float = 0.075  # tolerance of mouth_open_px_acc, in inter-ocular distances
     # Diagnostics of models with aperture_bins: decode with the true aperture bins instead of the predicted
@@ -436,12 +445,23 @@ class FKGTask:
                 context = torch.where(drop.unsqueeze(-1), torch.full_like(context, self.vocab.pad_id), context)
         if model.training and self.cfg.loss.code_noise > 0:
             ids = self._swap_codes(ids, batch["kind"] == KIND_FRAME, self.cfg.loss.code_noise)
+        aperture = batch.get("aperture")
+        if model.training and aperture is not None and self.cfg.loss.plan_dropout > 0:
+            aperture = self._hide_plan(aperture, batch["segment"], self.cfg.loss.plan_dropout)
         out = model(ids, batch["position"], mask, batch["kind"], batch["offset"], select=sel, context=context,
-                    aperture=batch.get("aperture"))
+                    aperture=aperture)
         plan = None
         if out.aperture_logits is not None:  # predicted at unit tokens
             plan = (out.aperture_logits, batch["aperture"][batch["kind"] == KIND_UNIT])
         return out.logits, batch["labels"][sel], plan
+
+    @staticmethod
+    def _hide_plan(aperture: torch.Tensor, segment: torch.Tensor, p: float) -> torch.Tensor:
+        """``aperture [B, L]`` with each keyframe's bin replaced, with probability ``p``, by -1 (no plan)
+        on all its tokens."""
+        hide = torch.rand(segment.shape[0], int(segment.max()) + 1, device=segment.device) < p
+        hidden = hide.gather(1, segment.clamp(min=0)) & (segment >= 0)
+        return torch.where(hidden, torch.full_like(aperture, -1), aperture)
 
     @staticmethod
     def _swap_codes(ids: torch.Tensor, frames: torch.Tensor, p: float) -> torch.Tensor:
@@ -510,35 +530,15 @@ class FKGTask:
         ref = batch["ref_pixels"] if rows is None else batch["ref_pixels"][rows]
         return ref.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
-    def _full_logits(self, logits: torch.Tensor, ref_codes: torch.Tensor) -> torch.Tensor:
-        """Window logits ``[k, f, D]`` -> full-grid logits ``[k, h, w, D]``: outside the window,
-        confident one-hot logits of the reference codes ``[k, h, w]``."""
-        from .vocab import split_codes
-
-        k, (h, w) = logits.shape[0], ref_codes.shape[-2:]
-        digits = split_codes(ref_codes.to(logits.device), self.vocab.factors)
-        full = torch.cat([F.one_hot(digits[..., i], n) for i, n in enumerate(self.vocab.factors)], -1)
-        full = (full.to(logits.dtype) * 2 - 1) * 30.0
-        r0, r1, c0, c1 = window_cells((h, w), self.frame_window)
-        full = full.clone()
-        full[:, r0:r1, c0:c1] = logits.reshape(k, r1 - r0, c1 - c0, -1)
-        return full
-
     def _decode_logits(self, tok: nn.Module, logits: torch.Tensor, grid: tuple[int, int],
                        reference: torch.Tensor | None = None, ref_codes: torch.Tensor | None = None) -> torch.Tensor:
         """Keyframe logits ``[k, f, sum(factors)]`` -> images through the tokenizer (a windowed model's
-        cells are completed with ``ref_codes [k, h, w]``)."""
-        factors, mode = self.vocab.factors, self.cfg.loss.decode_mode
-        if self.frame_window is not None:
-            lg = self._full_logits(logits, ref_codes)
-        else:
-            lg = logits.reshape(logits.shape[0], *grid, -1)
-        if len(factors) == 1:
-            return tok.decode_logits(lg, mode=mode, reference=reference)
-        if getattr(tok, "factors", 1) == len(factors) and getattr(tok, "factor_size", None) == factors[0] \
-                and len(set(factors)) == 1:
-            return tok.decode_logits(digit_logits(lg, factors), mode=mode, reference=reference)
-        return tok.decode_logits(code_log_probs(lg, factors, self.vocab.codebook_size), mode=mode, reference=reference)
+        cells are completed with ``ref_codes [k, h, w]``; a full-grid model's are ``grid``)."""
+        if ref_codes is None:
+            ref_codes = torch.zeros(logits.shape[0], *grid, dtype=torch.long, device=logits.device)
+        codes = code_vectors_from_logits(tok, logits, ref_codes, self.vocab.factors, self.vocab.codebook_size,
+                                         self.frame_window, mode=self.cfg.loss.decode_mode)
+        return tok.decode_codes(codes, reference)
 
     def _pixel_terms(self, logits: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         grid = tuple(int(x) for x in batch["grid"])
@@ -616,16 +616,27 @@ class FKGTask:
                 plan = torch.full_like(part["unit_ids"], self.cfg.eval.force_aperture)
             elif self.cfg.eval.oracle_aperture and "aperture" in part:
                 plan = part["aperture"]
+            expected = self.cfg.eval.keyframe_decode == "expected"
             res = generate_keyframes(model, part["ref_codes"], part["unit_ids"], part["dur_ids"],
-                                     SamplingConfig(guidance=self.cfg.eval.guidance),
-                                     context_ids=part.get("context_ids"), apertures=plan)
+                                     SamplingConfig(guidance=self.cfg.eval.guidance,
+                                                    plan_guidance=self.cfg.eval.plan_guidance,
+                                                    plan_pick=self.cfg.eval.plan_pick),
+                                     context_ids=part.get("context_ids"), apertures=plan, return_logits=expected)
             gen = crop_window(res.codes, self.frame_window)
             add("gen_code_acc", float((gen == part["frame_codes"].to(gen.device)).float().mean()))
             if res.apertures is not None and "aperture" in part:
                 miss = (res.apertures.cpu() - part["aperture"]).abs()
                 add("gen_aperture_acc", (miss == 0).float().numpy())
                 add("gen_aperture_near_acc", (miss <= 1).float().numpy())  # off by at most one bin
+            if expected and tok is not None:  # code vectors, which _pixel_metrics decodes as they are
+                return keyframe_code_vectors(tok, res.codes, res.logits, part["ref_codes"], self.vocab.factors,
+                                             self.vocab.codebook_size, self.frame_window, "expected")
             return res.codes
+
+        if self.cfg.eval.keyframe_decode not in KEYFRAME_DECODES:
+            raise InputError(f"eval.keyframe_decode must be one of {KEYFRAME_DECODES}, "
+                             f"got {self.cfg.eval.keyframe_decode!r}", "use argmax or expected")
+        tok = self.tokenizer(next(model.parameters()).device)
 
         self.evaluate_codes(batches, generate, add, next(model.parameters()).device)
 
@@ -633,7 +644,7 @@ class FKGTask:
     def evaluate_codes(self, batches: list[dict[str, Any]], make_codes: Callable[[dict[str, torch.Tensor]], torch.Tensor],
                        add: Callable[[str, Any], None], device: torch.device | str = "cpu") -> None:
         """Pixel and mouth-state metrics of keyframe codes: ``make_codes(part) -> [n, h, w]`` gives the
-        full-grid codes of one utterance (``part`` as ``_row`` returns it); the first
+        full-grid codes of one utterance (or float ``[n, C, h, w]``: the tokenizer's code vectors) (``part`` as ``_row`` returns it); the first
         ``eval.max_utterances`` utterances are scored and each metric is passed to ``add(name, values)``."""
         tok = self.tokenizer(device)
         done = 0
@@ -656,7 +667,10 @@ class FKGTask:
         n = rows.stop - rows.start
         dev = codes.device
         reference = self._reference(tok, batch, dev, slice(b, b + 1))
-        gen = to_unit(tok.decode(codes, reference=reference)).cpu()
+        if codes.is_floating_point():  # code vectors (keyframe_decode: expected)
+            gen = to_unit(tok.decode_codes(codes.to(dev), reference).clamp(-1, 1)).cpu()
+        else:
+            gen = to_unit(tok.decode(codes, reference=reference)).cpu()
         real = (to_unit(batch["key_pixels"][rows].cpu()) if "key_pixels" in batch
                 else to_unit(tok.decode(part["full_codes"].to(dev), reference=reference)).cpu())
         ref = (to_unit(batch["ref_pixels"][b:b + 1].cpu()) if "ref_pixels" in batch

@@ -154,9 +154,13 @@ class VisualTokenizer(nn.Module):
         decodes the softmax-expected code, ``"st"`` the argmax code with the
         softmax's gradient (straight-through).
         """
+        return self.decode_codes(self.codes_from_logits(logits, mode, temperature), reference)
+
+    def codes_from_logits(self, logits: torch.Tensor | Sequence[torch.Tensor], mode: str = "soft",
+                          temperature: float = 1.0) -> torch.Tensor:
+        """Quantized latent ``[B, C, h, w]`` from token logits (shapes and modes as ``decode_logits``)."""
         if isinstance(logits, (list, tuple)):
             weights = [soft_or_straight(t, mode, temperature) for t in logits]
         else:
             weights = soft_or_straight(logits, mode, temperature)
-        codes = self.quantizer.codes_from_weights(weights)
-        return self.decode_codes(codes.to(next(self.parameters()).dtype), reference)
+        return self.quantizer.codes_from_weights(weights).to(next(self.parameters()).dtype)
