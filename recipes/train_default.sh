@@ -13,4 +13,4 @@ A=.venv/bin/avatarsync
 [ -f runs/tokenizer/final/model.safetensors ] || $A train tokenizer --config recipes/tokenizer_default.yaml
 [ -f runs/fkg_finetune/final/model.safetensors ] || $A train fkg --config recipes/fkg_default_finetune.yaml
 [ -f runs/interp/final/model.safetensors ] || $A train interp --config recipes/interp_default.yaml
-$A bundle --tokenizer runs/tokenizer/final --fkg runs/fkg_finetune/final --interp runs/interp/final --guidance 2 --out avatarsync/assets/default
+$A bundle --tokenizer runs/tokenizer/final --fkg runs/fkg_finetune/final --interp runs/interp/final --guidance 2 --keyframe-decode expected --out avatarsync/assets/default
