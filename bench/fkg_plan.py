@@ -2,13 +2,16 @@
 decoded with its own plan, with the true bins, and with one forced bin for every keyframe.
 
     python bench/fkg_plan.py --model avatarsync/assets/default/fkg --split test \
-        data.tokenizer=runs/tokenizer/final eval.guidance=3
+        data.tokenizer=runs/tokenizer/final eval.guidance=2 eval.keyframe_decode=expected
 
 Each row scores the split's keyframes (``--max-utterances 0`` = all of them):
 openness accuracy, the mean measured-minus-true openness (below 0: mouths too
 closed), PSNR, and how often the bins followed are the true ones. The forced
 rows show how far the plan alone moves the measured openness; the true-bin row
-bounds what a better plan predictor could give.
+bounds what a better plan predictor could give. The last three columns split
+the misses: is the plan's bin centre within the openness tolerance of the
+truth, is the drawn mouth within it of the plan's centre, and by how much the
+drawn mouth is more closed (below 0) than its plan.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 COLUMNS = (("mouth_open_acc", "open acc"), ("mouth_open_bias", "open bias"), ("kf_psnr", "PSNR"),
-           ("gen_aperture_acc", "plan = truth"), ("gen_aperture_near_acc", "plan within 1 bin"))
+           ("gen_aperture_acc", "plan = truth"), ("gen_aperture_near_acc", "plan within 1 bin"),
+           ("plan_open_acc", "plan centre within tol"), ("mouth_plan_acc", "mouth within tol of plan"),
+           ("mouth_plan_bias", "mouth - plan"))
 
 
 def main() -> None:

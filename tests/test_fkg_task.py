@@ -223,6 +223,14 @@ def test_token_cache_from_a_corpus_and_mouth_metrics(tmp_path):
     for key in ("ce", "acc", "gen_code_acc", "kf_psnr", "still_psnr", "mouth_viseme_acc", "mouth_open_acc",
                 "still_mouth_viseme_acc"):
         assert key in metrics and np.isfinite(metrics[key]), key
+    assert "plan_open_acc" not in metrics
+    cfg.aperture_bins = 4  # a plan: its bins are scored against the truth, and the mouth against its plan
+    planned = FKGTask(cfg, tokenizer=tok)
+    model, _ = fit_toy(planned, 5)
+    metrics = planned.evaluate(model, [planned.collate([val[i] for i in range(len(val))])])
+    for key in ("plan_open_acc", "mouth_plan_acc"):
+        assert 0 <= metrics[key] <= 1, key
+    assert -1 <= metrics["mouth_plan_bias"] <= 1
 
 
 def test_extra_corpora_add_their_training_clips_only(tmp_path):

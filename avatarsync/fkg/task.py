@@ -34,7 +34,7 @@ from ..config import save_config
 from ..data.corpus import check_extra_corpus
 from ..errors import BackendUnavailable, CheckpointError, InputError
 from .data import CacheDataset, ExampleDataset, FKGExample, build_token_cache, crop_config, read_cache_index
-from .aperture import openness_bins, segment_apertures
+from .aperture import bin_centres, openness_bins, segment_apertures
 from .generate import SamplingConfig, generate_keyframes
 from .keyframe_codes import KEYFRAME_DECODES, code_vectors_from_logits, keyframe_code_vectors
 from .layout import (
@@ -628,6 +628,8 @@ class FKGTask:
                 miss = (res.apertures.cpu() - part["aperture"]).abs()
                 add("gen_aperture_acc", (miss == 0).float().numpy())
                 add("gen_aperture_near_acc", (miss <= 1).float().numpy())  # off by at most one bin
+            if res.apertures is not None:
+                part["plan_bins"] = res.apertures.cpu()
             if expected and tok is not None:  # code vectors, which _pixel_metrics decodes as they are
                 return keyframe_code_vectors(tok, res.codes, res.logits, part["ref_codes"], self.vocab.factors,
                                              self.vocab.codebook_size, self.frame_window, "expected")
@@ -685,7 +687,13 @@ class FKGTask:
             keys = batch["key_frames"][rows].cpu().numpy()
             boxes = batch["key_boxes"][rows].cpu().numpy()
             tol = self.cfg.eval.openness_tol
-            got = mouth_accuracy(mouth_states(gen, boxes, truth, keys), tol)
+            states = mouth_states(gen, boxes, truth, keys)
+            got = mouth_accuracy(states, tol)
+            if "plan_bins" in part:  # the plan against the truth, and the drawn mouth against its plan
+                centre = bin_centres(self.aperture_bins)[part["plan_bins"]].numpy()
+                add("plan_open_acc", np.abs(centre - states["open_true"]) <= tol)
+                add("mouth_plan_acc", np.abs(states["open_pred"] - centre) <= tol)
+                add("mouth_plan_bias", states["open_pred"] - centre)
             base = mouth_accuracy(mouth_states(still, boxes, truth, keys), tol)
             for name, v in got.items():
                 add(name, [v] * n)
