@@ -199,11 +199,9 @@ class Pipeline:
         """The tokenizer's code vectors (K, C, h, w) of one keyframe per unit: of the decoded codes
         (``keyframe_decode="argmax"``) or expected under the decoding logits (``"expected"``);
         None = the bundle's ``keyframe_decode``."""
-        from .fkg.keyframe_codes import KEYFRAME_DECODES, keyframe_code_vectors
+        from .fkg.keyframe_codes import check_keyframe_decode, keyframe_code_vectors
 
-        how = self.info.keyframe_decode if keyframe_decode is None else keyframe_decode
-        if how not in KEYFRAME_DECODES:
-            raise InputError(f"unknown keyframe decode {how!r}", f"use one of {', '.join(KEYFRAME_DECODES)}")
+        how = check_keyframe_decode(self.info.keyframe_decode if keyframe_decode is None else keyframe_decode)
         result, ref = self._generate(ref_crop, track, seed, temperature, top_k, guidance, how == "expected")
         return keyframe_code_vectors(self.tokenizer, result.codes, result.logits, ref, self.fkg.vocab.factors,
                                      self.fkg.vocab.codebook_size, self.fkg.frame_window, how)
@@ -243,14 +241,12 @@ class Pipeline:
         Small batches: on a 2-core CPU, 8 frames at a time decode ~2x faster per frame than 32 or more
         (the activations of a small batch stay in cache). Repeated grids (a unit said twice with the same
         duration bin gets the same keyframe) are decoded once."""
+        from .fkg.keyframe_codes import as_code_vectors
+
         unique, inverse = torch.unique(key_codes.flatten(1), dim=0, return_inverse=True)
-        unique = unique.reshape(-1, *key_codes.shape[1:])
-        if key_codes.is_floating_point():
-            images = torch.cat([self.tokenizer.decode_codes(unique[i:i + batch_size].to(self.device), reference)
-                                .clamp(-1, 1) for i in range(0, len(unique), batch_size)])
-        else:
-            images = torch.cat([self.tokenizer.decode(unique[i:i + batch_size].to(self.device), reference=reference)
-                                for i in range(0, len(unique), batch_size)])
+        unique = as_code_vectors(self.tokenizer, unique.reshape(-1, *key_codes.shape[1:]).to(self.device))
+        images = torch.cat([self.tokenizer.decode_codes(unique[i:i + batch_size], reference).clamp(-1, 1)
+                            for i in range(0, len(unique), batch_size)])
         return images[inverse.to(images.device)]
 
     @torch.no_grad()

@@ -20,11 +20,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .layout import window_cells
 from .model import code_log_probs, digit_logits
 from .vocab import split_codes
 
 KEYFRAME_DECODES = ("argmax", "expected")
+
+
+def check_keyframe_decode(how: str, setting: str = "keyframe_decode") -> str:
+    """``how`` if it names a keyframe decode, else an InputError naming ``setting`` and the choices."""
+    if how not in KEYFRAME_DECODES:
+        raise InputError(f"unknown keyframe decode {how!r} ({setting})", f"use one of {', '.join(KEYFRAME_DECODES)}")
+    return how
+
+
+def as_code_vectors(tok: nn.Module, codes: torch.Tensor) -> torch.Tensor:
+    """Code vectors ``[k, C, h, w]`` in the tokenizer's dtype: token ids ``[k, h, w]`` looked up in the
+    codebook, code vectors (float) as they are."""
+    vectors = codes if codes.is_floating_point() else tok.indices_to_codes(codes)
+    weight = next(tok.parameters(), None)
+    return vectors if weight is None else vectors.to(weight.dtype)
 
 
 def full_grid_logits(logits: torch.Tensor, ref_codes: torch.Tensor, factors: tuple[int, ...],
@@ -65,7 +81,7 @@ def keyframe_code_vectors(tok: nn.Module, codes: torch.Tensor, logits: torch.Ten
     or expected under their decoding ``logits [k, f, D]`` (``expected``; ``ref_codes [h, w]`` fills
     a windowed model's other cells)."""
     if how == "argmax":
-        return tok.indices_to_codes(codes)
+        return as_code_vectors(tok, codes)
     if how != "expected":
         raise ValueError(f"keyframe decode must be one of {KEYFRAME_DECODES}, got {how!r}")
     if logits is None:

@@ -36,7 +36,7 @@ from ..errors import BackendUnavailable, CheckpointError, InputError
 from .data import CacheDataset, ExampleDataset, FKGExample, build_token_cache, crop_config, read_cache_index
 from .aperture import bin_centres, openness_bins, segment_apertures
 from .generate import SamplingConfig, generate_keyframes
-from .keyframe_codes import KEYFRAME_DECODES, code_vectors_from_logits, keyframe_code_vectors
+from .keyframe_codes import as_code_vectors, check_keyframe_decode, code_vectors_from_logits, keyframe_code_vectors
 from .layout import (
     FRAME_OFFSET, IGNORE, KIND_FRAME, KIND_UNIT, TokenMeta, collate_packed, crop_window, pack_utterance, paste_window,
     layout_context, neighbour_ids, prefix_length, segment_length, window_cells,
@@ -530,12 +530,10 @@ class FKGTask:
         ref = batch["ref_pixels"] if rows is None else batch["ref_pixels"][rows]
         return ref.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
-    def _decode_logits(self, tok: nn.Module, logits: torch.Tensor, grid: tuple[int, int],
-                       reference: torch.Tensor | None = None, ref_codes: torch.Tensor | None = None) -> torch.Tensor:
+    def _decode_logits(self, tok: nn.Module, logits: torch.Tensor, reference: torch.Tensor | None,
+                       ref_codes: torch.Tensor) -> torch.Tensor:
         """Keyframe logits ``[k, f, sum(factors)]`` -> images through the tokenizer (a windowed model's
-        cells are completed with ``ref_codes [k, h, w]``; a full-grid model's are ``grid``)."""
-        if ref_codes is None:
-            ref_codes = torch.zeros(logits.shape[0], *grid, dtype=torch.long, device=logits.device)
+        other cells are ``ref_codes [k, h, w]``, whose shape is the full grid)."""
         codes = code_vectors_from_logits(tok, logits, ref_codes, self.vocab.factors, self.vocab.codebook_size,
                                          self.frame_window, mode=self.cfg.loss.decode_mode)
         return tok.decode_codes(codes, reference)
@@ -553,7 +551,7 @@ class FKGTask:
         utterance = torch.repeat_interleave(torch.arange(len(batch["n_units"])), batch["n_units"].cpu())
         ref = self._reference(tok, batch, logits.device, utterance[idx.cpu()])
         ref_codes = self._ref_codes(batch)[utterance[idx.cpu()]].to(logits.device)
-        gen = self._decode_logits(tok, per_frame[idx], grid, ref, ref_codes)
+        gen = self._decode_logits(tok, per_frame[idx], ref, ref_codes)
         if "key_pixels" in batch:
             real = batch["key_pixels"].to(logits.device)[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         else:
@@ -635,9 +633,7 @@ class FKGTask:
                                              self.vocab.codebook_size, self.frame_window, "expected")
             return res.codes
 
-        if self.cfg.eval.keyframe_decode not in KEYFRAME_DECODES:
-            raise InputError(f"eval.keyframe_decode must be one of {KEYFRAME_DECODES}, "
-                             f"got {self.cfg.eval.keyframe_decode!r}", "use argmax or expected")
+        check_keyframe_decode(self.cfg.eval.keyframe_decode, "eval.keyframe_decode")
         tok = self.tokenizer(next(model.parameters()).device)
 
         self.evaluate_codes(batches, generate, add, next(model.parameters()).device)
@@ -646,7 +642,8 @@ class FKGTask:
     def evaluate_codes(self, batches: list[dict[str, Any]], make_codes: Callable[[dict[str, torch.Tensor]], torch.Tensor],
                        add: Callable[[str, Any], None], device: torch.device | str = "cpu") -> None:
         """Pixel and mouth-state metrics of keyframe codes: ``make_codes(part) -> [n, h, w]`` gives the
-        full-grid codes of one utterance (or float ``[n, C, h, w]``: the tokenizer's code vectors) (``part`` as ``_row`` returns it); the first
+        full-grid codes of one utterance, or float ``[n, C, h, w]`` code vectors (``part`` as ``_row``
+        returns it); the first
         ``eval.max_utterances`` utterances are scored and each metric is passed to ``add(name, values)``."""
         tok = self.tokenizer(device)
         done = 0
@@ -669,10 +666,7 @@ class FKGTask:
         n = rows.stop - rows.start
         dev = codes.device
         reference = self._reference(tok, batch, dev, slice(b, b + 1))
-        if codes.is_floating_point():  # code vectors (keyframe_decode: expected)
-            gen = to_unit(tok.decode_codes(codes.to(dev), reference).clamp(-1, 1)).cpu()
-        else:
-            gen = to_unit(tok.decode(codes, reference=reference)).cpu()
+        gen = to_unit(tok.decode_codes(as_code_vectors(tok, codes.to(dev)), reference).clamp(-1, 1)).cpu()
         real = (to_unit(batch["key_pixels"][rows].cpu()) if "key_pixels" in batch
                 else to_unit(tok.decode(part["full_codes"].to(dev), reference=reference)).cpu())
         ref = (to_unit(batch["ref_pixels"][b:b + 1].cpu()) if "ref_pixels" in batch
