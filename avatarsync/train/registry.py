@@ -17,6 +17,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "tokenizer": ("avatarsync.tokenizers.task", "TokenizerTask"),
     "fkg": ("avatarsync.fkg.task", "FKGTask"),
     "interp": ("avatarsync.interpolation.task", "InterpTask"),
+    "decoder": ("avatarsync.fkg.decoder_task", "DecoderTask"),
 }
 TASK_NAMES = tuple(TASKS)
 

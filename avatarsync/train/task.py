@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 @runtime_checkable
 class TrainTask(Protocol):
-    name: str  # "tokenizer" | "fkg" | "interp"
+    name: str  # "tokenizer" | "fkg" | "interp" | "decoder"
 
     def build_model(self) -> nn.Module:
         """A freshly initialised (or pretrained-from-config) module."""
