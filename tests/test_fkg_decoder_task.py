@@ -46,6 +46,10 @@ def test_soft_codes_cover_the_split_and_decode_as_the_keyframe_model_speaks(trai
     soft, hard, key, ref = train[0]
     assert soft.shape == (10, 4, 4) and soft.dtype == np.float16  # 10 LFQ bits on the 4x4 grid of a 32 px crop
     assert hard.shape == (4, 4) and key.shape == ref.shape == (32, 32, 3)
+    from avatarsync.fkg.data import CacheDataset
+
+    first = CacheDataset(trained / "cache", "train", 3)[0]
+    assert np.array_equal(hard, first.key_codes[0]) and np.array_equal(key, first.key_pixels[0])
     assert np.abs(soft).max() <= 1.0 + 1e-3  # expected LFQ bits lie in [-1, 1]
     assert (trained / "cache" / "soft_codes_train.npz").is_file()
 
@@ -117,3 +121,17 @@ def test_missing_settings_name_the_fix(trained):
     task.cfg.fkg = str(trained / "nowhere")
     with pytest.raises(InputError, match="keyframe model folder"):
         task.train_dataset()
+
+
+def test_the_bundled_recipe_loads_and_reads_clips_the_keyframe_model_never_trained_on():
+    from pathlib import Path
+
+    from avatarsync.config import read_yaml
+    from avatarsync.train.registry import load_recipe
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    cfg, train = load_recipe("decoder", recipes / "decoder_default.yaml")
+    assert isinstance(DecoderTask(cfg), DecoderTask) and 0 < cfg.soft_fraction < 1 and train.steps > 0
+    fkg_corpora = read_yaml(recipes / "fkg_default_finetune.yaml")["data"]
+    assert cfg.data.corpus not in [fkg_corpora["corpus"], *fkg_corpora["extra_corpora"]]
+    assert cfg.data.val_corpus == fkg_corpora["corpus"] and cfg.data.val_split == "val"

@@ -5,7 +5,7 @@ model decodes it as ``speak`` does (greedy, classifier-free guidance, the
 ``expected`` keyframe decode of keyframe_codes.py) and the set keeps:
 
 * ``soft [N, C, h, w]`` (float16): the code vectors the tokenizer's decoder is handed,
-* ``hard [N, h, w]``: the keyframe's true codes,
+* ``hard [N, h, w]``: the keyframe's true codes on the whole grid (what the tokenizer encodes),
 * ``key_pixels [N, S, S, 3]`` and ``ref_pixels [U, S, S, 3]`` (uint8) with
   ``ref_index [N]``: the real keyframe and its clip's reference crop.
 
@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import InputError
 
-SOFT_CODES_VERSION = 1
+SOFT_CODES_VERSION = 2
 
 
 @dataclass
@@ -106,8 +106,6 @@ def build_soft_codes(fkg_folder: str | Path, tokenizer: nn.Module, cache_dir: st
                      max_keyframes: int = 0, guidance: float = 2.0, progress: bool = False) -> SoftCodeSet:
     """Decode the keyframes of ``split`` of the token cache ``cache_dir`` with the keyframe model in
     ``fkg_folder`` (clips in cache order, whole chunks, until ``max_keyframes``; 0 = all)."""
-    from torch.utils.data import DataLoader
-
     from .data import CacheDataset
     from .generate import SamplingConfig, generate_keyframes
     from .keyframe_codes import keyframe_code_vectors
@@ -120,7 +118,6 @@ def build_soft_codes(fkg_folder: str | Path, tokenizer: nn.Module, cache_dir: st
     if len(data) == 0:
         raise InputError(f"token cache {cache_dir} has no {split!r} clips", "point at a cache with that split")
     sampling = SamplingConfig(guidance=guidance)
-    loader = DataLoader(data, batch_size=4, shuffle=False, collate_fn=task.collate)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -128,22 +125,23 @@ def build_soft_codes(fkg_folder: str | Path, tokenizer: nn.Module, cache_dir: st
         bar = tqdm(total=max_keyframes or None, desc="soft keyframe codes", unit="keyframe", file=sys.stderr)
     soft, hard, keys, refs, ref_index = [], [], [], [], []
     count = 0
-    for batch in loader:
+    for start in range(0, len(data), 4):
+        items = [data[i] for i in range(start, min(len(data), start + 4))]
+        batch = task.collate(items)
         first = 0
-        for b in range(batch["ids"].shape[0]):
-            n = int(batch["n_units"][b])
-            rows = slice(first, first + n)
-            first += n
+        for b, ex in enumerate(items):
+            n = len(ex)
             part = task._row(batch, b)
             res = generate_keyframes(model, part["ref_codes"], part["unit_ids"], part["dur_ids"], sampling,
                                      context_ids=part.get("context_ids"), return_logits=True)
             vectors = keyframe_code_vectors(tokenizer, res.codes, res.logits, part["ref_codes"], task.vocab.factors,
                                             task.vocab.codebook_size, task.frame_window, "expected")
             soft.append(vectors.float().cpu().numpy().astype(np.float16))
-            hard.append(part["full_codes"].numpy().astype(np.int32))
-            keys.append(batch["key_pixels"][rows].numpy())
+            hard.append(np.asarray(ex.key_codes, dtype=np.int32))  # the whole grid, not only the window
+            keys.append(batch["key_pixels"][first:first + n].numpy())
             ref_index.append(np.full(n, len(refs), np.int64))
             refs.append(batch["ref_pixels"][b].numpy())
+            first += n
             count += n
             if bar is not None:
                 bar.update(n)
