@@ -55,5 +55,4 @@ def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codeboo
     (parts / "interp" / "config.yaml").write_text(yaml.safe_dump({"model": icfg.__dict__,
                                                                   "data": {"tokenizer": codec, "crop_size": crop_size}}))
     return make_bundle(Path(out) / "bundle", parts / "tokenizer", parts / "fkg", parts / "interp",
-                       BundleInfo(crop_size=crop_size, guidance=guidance,
-                                                                keyframe_decode=keyframe_decode))
+                       BundleInfo(crop_size=crop_size, guidance=guidance, keyframe_decode=keyframe_decode))

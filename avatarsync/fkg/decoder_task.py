@@ -191,22 +191,20 @@ class DecoderTask:
         return tok.decode_codes(vectors, batch["reference"].to(dtype)).float()
 
     def _mouth_mask(self, images: torch.Tensor) -> torch.Tensor:
+        """``loss.mouth_box`` of every image, ``[B, 1, H, W]``."""
+        from ..tokenizers.losses import box_mask
+
         x0, y0, x1, y1 = self.cfg.loss.mouth_box
         h, w = images.shape[-2:]
-        mask = images.new_zeros(1, 1, h, w)
-        mask[..., int(y0 * h):int(y1 * h), int(x0 * w):int(x1 * w)] = 1.0
-        return mask
+        box = torch.tensor([[int(x0 * w), int(y0 * h), int(x1 * w), int(y1 * h)]], device=images.device)
+        return box_mask(box, h, w).expand(len(images), 1, h, w)
 
     def _terms(self, rec: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        from ..tokenizers.task import change_weight
+        """The tokenizer's own loss terms (tokenizers.task.reconstruction_terms) on the mouth box."""
+        from ..tokenizers.task import reconstruction_terms
 
-        w = self.cfg.loss
         x = batch["image"].float()
-        diff = rec - x
-        weight = change_weight(x, batch["reference"].float(), w.change) if w.change > 0 else torch.ones_like(x[:, :1])
-        mouth = self._mouth_mask(x)
-        return {"l1": (diff.abs() * weight).mean(), "l2": (diff ** 2 * weight).mean(),
-                "mouth_l1": (diff.abs() * mouth).sum() / (mouth.sum() * 3 * len(x)).clamp_min(1)}
+        return reconstruction_terms(rec, x, batch["reference"], self.cfg.loss.change, self._mouth_mask(x))
 
     def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         w = self.cfg.loss
@@ -222,7 +220,7 @@ class DecoderTask:
         sums: dict[str, list[float]] = {}
         for batch in batches:
             x = batch["image"].float()
-            mouth = self._mouth_mask(x).expand(len(x), 1, *x.shape[-2:])
+            mouth = self._mouth_mask(x)
             for kind, flag in (("soft", True), ("hard", False)):
                 rec = self._decode(model, batch, torch.full((len(x),), flag)).clamp(-1, 1)
                 sums.setdefault(f"{kind}_psnr", []).extend(psnr(rec, x).tolist())

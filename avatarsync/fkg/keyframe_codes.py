@@ -35,6 +35,15 @@ def check_keyframe_decode(how: str, setting: str = "keyframe_decode") -> str:
     return how
 
 
+def module_device(module: nn.Module, fallback: torch.Tensor | torch.device | str = "cpu") -> torch.device:
+    """Where ``module``'s first parameter or buffer lives (a fake tokenizer may have neither: ``fallback``,
+    a device or a tensor's)."""
+    first = next(iter([*module.parameters(), *module.buffers()]), None)
+    if first is not None:
+        return first.device
+    return fallback.device if isinstance(fallback, torch.Tensor) else torch.device(fallback)
+
+
 def as_code_vectors(tok: nn.Module, codes: torch.Tensor) -> torch.Tensor:
     """Code vectors ``[k, C, h, w]`` in the tokenizer's dtype: token ids ``[k, h, w]`` looked up in the
     codebook, code vectors (float) as they are."""
@@ -86,6 +95,6 @@ def keyframe_code_vectors(tok: nn.Module, codes: torch.Tensor, logits: torch.Ten
         raise ValueError(f"keyframe decode must be one of {KEYFRAME_DECODES}, got {how!r}")
     if logits is None:
         raise ValueError("the expected keyframe decode needs the decoding logits (return_logits=True)")
-    device = next(iter([*tok.parameters(), *tok.buffers()]), logits).device
+    device = module_device(tok, logits)
     return code_vectors_from_logits(tok, logits.to(device), ref_codes.to(device), factors, codebook_size,
                                     frame_window, mode="soft")

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .keyframe_codes import module_device
 
 SOFT_CODES_VERSION = 2
 
@@ -85,7 +86,7 @@ def ensure_token_cache(corpus: str | Path, cache_dir: str | Path, tokenizer: nn.
                          "to an existing cache")
     d = _fkg_config(fkg_folder).data
     crop = crop_config(str(corpus), tokenizer_path, d.align, d.crop_size, d.landmark_layout)
-    device = next(iter([*tokenizer.parameters(), *tokenizer.buffers()]), torch.zeros(())).device
+    device = module_device(tokenizer)
     return build_token_cache(corpus, tokenizer, cache, device, tokenizer_path=tokenizer_path, crop=crop,
                              progress=sys.stderr.isatty())
 
@@ -111,7 +112,7 @@ def build_soft_codes(fkg_folder: str | Path, tokenizer: nn.Module, cache_dir: st
     from .keyframe_codes import keyframe_code_vectors
     from .task import load_fkg
 
-    device = next(iter([*tokenizer.parameters(), *tokenizer.buffers()]), torch.zeros(())).device
+    device = module_device(tokenizer)
     task = _fkg_task(fkg_folder, cache_dir, tokenizer)
     model = load_fkg(fkg_folder, device)
     data = CacheDataset(cache_dir, split, task.cfg.data.max_units, pixels=True)

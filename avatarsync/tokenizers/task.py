@@ -99,6 +99,22 @@ def change_weight(images: torch.Tensor, reference: torch.Tensor, gain: float, bl
     return weight / weight.mean(dim=(1, 2, 3), keepdim=True)
 
 
+def reconstruction_terms(rec: torch.Tensor, images: torch.Tensor, reference: torch.Tensor | None, change: float,
+                         mouth: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The tokenizer's pixel loss terms of reconstructions ``rec`` against ``images`` ``[B, 3, H, W]``:
+    ``l1`` and ``l2``, weighted by ``change_weight`` when ``change > 0`` and a ``reference`` is given, and
+    with a ``mouth`` mask (``[B, 1, H, W]``) ``mouth_l1``, the mean L1 inside it."""
+    diff = rec - images
+    if change > 0 and reference is not None:
+        weight = change_weight(images, reference.float(), change)
+        terms = {"l1": (diff.abs() * weight).mean(), "l2": (diff ** 2 * weight).mean()}
+    else:
+        terms = {"l1": diff.abs().mean(), "l2": (diff ** 2).mean()}
+    if mouth is not None:
+        terms["mouth_l1"] = (diff.abs() * mouth).sum() / (mouth.sum() * 3).clamp_min(1)
+    return terms
+
+
 class TokenizerTask:
     """Implements ``TrainTask`` for ``name == "tokenizer"``."""
 
@@ -168,12 +184,10 @@ class TokenizerTask:
         x = batch["image"]
         out = tok(x, batch.get("reference"))
         rec = out.recon.float()
-        diff = rec - x.float()
-        if w.change > 0 and "reference" in batch:
-            weight = change_weight(x.float(), batch["reference"].float(), w.change)
-            l1, l2 = (diff.abs() * weight).mean(), (diff ** 2 * weight).mean()
-        else:
-            l1, l2 = diff.abs().mean(), (diff ** 2).mean()
+        mouth = (box_mask(batch["mouth_box"], x.shape[-2], x.shape[-1])
+                 if w.mouth > 0 and "mouth_box" in batch else None)
+        terms = reconstruction_terms(rec, x.float(), batch.get("reference"), w.change, mouth)
+        l1, l2 = terms["l1"], terms["l2"]
         loss = w.l1 * l1 + w.l2 * l2
         logs = {"l1": l1.item(), "l2": l2.item(), "psnr": psnr(rec.detach(), x).mean().item()}
         perc = self.perceptual(x.device)
@@ -181,11 +195,9 @@ class TokenizerTask:
             p = perc(rec, x.float())
             loss = loss + w.perceptual * p
             logs["perceptual"] = p.item()
-        if w.mouth > 0 and "mouth_box" in batch:
-            m = box_mask(batch["mouth_box"], x.shape[-2], x.shape[-1])
-            mouth_l1 = (diff.abs() * m).sum() / (m.sum() * 3).clamp_min(1)
-            loss = loss + w.mouth * mouth_l1
-            logs["mouth_l1"] = mouth_l1.item()
+        if mouth is not None:
+            loss = loss + w.mouth * terms["mouth_l1"]
+            logs["mouth_l1"] = terms["mouth_l1"].item()
         if "entropy" in out.losses:
             loss = loss + w.entropy * out.losses["entropy"]
         if "commitment" in out.losses:
