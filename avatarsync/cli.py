@@ -54,6 +54,98 @@ def _run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- prepare ----------------------------------------------------------------------------------
+def _add_prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="folder of source videos (layout: see --layout)")
+    p.add_argument("--out", required=True, help="corpus folder to write (a re-run resumes it)")
+    p.add_argument("--layout", choices=["grid", "folder", "cmlr"], default="grid",
+                   help="grid: video/ + align/ (+ transcripts.tsv); folder: videos with NAME.txt transcripts or "
+                        "transcripts.tsv (HDTF, your own recordings); cmlr: video/SPEAKER/DATE/ + text/")
+    p.add_argument("--lang", choices=["en", "zh"], default="en", help="speech language (cmlr: zh)")
+    p.add_argument("--speaker", help="speaker name for every video (default: the folder's name)")
+    p.add_argument("--size", type=int, default=256, help="side of the aligned face crops in pixels")
+    p.add_argument("--face-scale", type=float, default=1.0, help="face size in the crop (>1: larger, as the pipeline's)")
+    p.add_argument("--no-align-times", action="store_true",
+                   help="ignore word timings of alignment files (GRID .align): force-align the transcript instead")
+    p.add_argument("--split", choices=["auto", "train", "val", "test"], default="auto",
+                   help="auto: split by --split-by with a fixed seed; else put every clip in this split "
+                        "(e.g. test for an unseen speaker)")
+    p.add_argument("--split-by", choices=["sentence", "speaker"], default="sentence",
+                   help="what val/test hold out: sentences or whole speakers")
+    p.add_argument("--val", type=float, default=0.05, help="fraction of sentences (or speakers) for validation")
+    p.add_argument("--test", type=float, default=0.05, help="fraction of sentences (or speakers) for test")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the split (same seed, same split)")
+    p.add_argument("--min-seconds", type=float, default=1.0,
+                   help="drop stretches of usable face shorter than this (after cuts and face losses)")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer videos (cut them first)")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--limit", type=int, default=0, help="prepare at most this many videos (0 = all)")
+    p.add_argument("--retry-skipped", action="store_true", help="try again the videos a previous run skipped")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import PrepareConfig, prepare_corpus
+
+    cfg = PrepareConfig(src=args.src, out=args.out, layout=args.layout, lang=args.lang, speaker=args.speaker,
+                        size=args.size, face_scale=args.face_scale, use_align=not args.no_align_times,
+                        split=args.split, split_by=args.split_by, val_fraction=args.val, test_fraction=args.test,
+                        split_seed=args.split_seed, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                        workers=args.workers, retry_skipped=args.retry_skipped, limit=args.limit)
+    r = prepare_corpus(cfg, progress=not args.quiet)
+    print(f"prepared {r['prepared']} of {r['videos']} videos into {r['clips']} clips ({r['video_seconds']:.0f} s) "
+          f"in {args.out}; splits {r['splits']}; {r['compute_seconds_per_minute_of_video']:.1f} s of compute per "
+          f"minute of video ({r['resumed']} resumed)")
+    if r["skipped"]:
+        print(f"skipped {r['skipped']} video(s) ({', '.join(f'{k}: {v}' for k, v in r['skipped_by_kind'].items())}):")
+        for s in r["skipped_videos"][:20]:
+            print(f"  {s['item']}: {s['reason']}")
+        if r["skipped"] > 20:
+            print(f"  ... {r['skipped'] - 20} more")
+    print(f"report: {args.out}/prepare_report.json")
+    return 0
+
+
+# -- evaluate ---------------------------------------------------------------------------------
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="corpus folder (from `avatarsync prepare` or `synth-data`)")
+    p.add_argument("--checkpoint", help="model folder made by `avatarsync bundle` (default: the bundled model)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which clips to reenact")
+    p.add_argument("--max-clips", type=int, default=0, help="evaluate at most this many clips (0 = the whole split)")
+    p.add_argument("--no-transcript", action="store_true",
+                   help="drive speak with the audio alone, not the clip's transcript")
+    p.add_argument("--seed", type=int, default=0, help="random seed of speak")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the models run")
+    p.add_argument("--no-csim", action="store_true", help="skip identity similarity even when dlib is installed")
+    p.add_argument("--videos", help="folder to write each generated clip into (MP4)")
+    p.add_argument("--json", help="write the full report (per clip and pooled) to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate.reenact import EvaluateConfig, evaluate_corpus, format_table, write_report
+
+    if args.json:
+        from .io import check_writable
+
+        check_writable(args.json)
+    cfg = EvaluateConfig(data=args.data, checkpoint=args.checkpoint, split=args.split, max_clips=args.max_clips,
+                         use_transcript=not args.no_transcript, seed=args.seed, device=args.device,
+                         csim=not args.no_csim, videos=args.videos)
+    report = evaluate_corpus(cfg, progress=not args.quiet)
+    print(format_table(report))
+    print(f"speak: {report['seconds_of_compute_per_second_of_video']:.2f} s of compute per s of video")
+    for note in report["notes"]:
+        print(f"note: {note}")
+    failed = [c for c in report["clips"] if c["error"]]
+    for c in failed:
+        print(f"not scored: {c['clip_id']}: {c['error']}")
+    if args.json:
+        write_report(report, args.json)
+        print(f"report: {args.json}")
+    return 0
+
+
 # -- phonemes ----------------------------------------------------------------------------------
 def _add_phonemes(p: argparse.ArgumentParser) -> None:
     from .phonemes.command import add_arguments
@@ -165,6 +257,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "speak": ("portrait + text or speech -> lip-synced MP4", _add_speak, _run_speak),
     "phonemes": ("text or audio to timestamped phoneme units", _add_phonemes, _run_phonemes),
     "synth-data": ("generate the procedural talking-face corpus", _add_synth, _run_synth),
+    "prepare": ("real talking-face videos -> a training/evaluation corpus", _add_prepare, _run_prepare),
+    "evaluate": ("self-reenactment on a corpus: the paper's metrics beside the still first frame",
+                 _add_evaluate, _run_evaluate),
     "train": ("train the tokenizer, keyframe model or interpolator from a recipe", _add_train, _run_train),
     "bundle": ("assemble trained models and a default avatar into one model folder", _add_bundle, _run_bundle),
 }

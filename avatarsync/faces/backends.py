@@ -27,13 +27,17 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 
 class MediaPipeDetector:
-    """mediapipe face mesh (0.10.x ``solutions.face_mesh``; its models ship inside the wheel)."""
+    """mediapipe face mesh (0.10.x ``solutions.face_mesh``; its models ship inside the wheel).
+
+    ``video=True`` tracks a face from frame to frame (detection only when the track is lost):
+    call ``detect`` on the frames of one video in order, and ``close`` before the next video."""
 
     name = "mediapipe"
 
-    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5) -> None:
+    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, video: bool = False) -> None:
         self.max_faces = max_faces
         self.min_confidence = min_confidence
+        self.video = video
         self._mesh = None
 
     def _load(self):
@@ -43,7 +47,7 @@ class MediaPipeDetector:
             except ImportError as e:
                 raise BackendUnavailable(f"mediapipe face mesh is not importable ({e})",
                                          "install mediapipe==0.10.21 (scripts/setup.sh does) or use another backend") from None
-            self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=self.max_faces,
+            self._mesh = face_mesh.FaceMesh(static_image_mode=not self.video, max_num_faces=self.max_faces,
                                             refine_landmarks=True, min_detection_confidence=self.min_confidence)
         return self._mesh
 

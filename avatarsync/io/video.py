@@ -133,15 +133,31 @@ def probe_mp4(path: str | Path) -> dict:
     return info
 
 
-def read_video_frames(path: str | Path) -> tuple[np.ndarray, float]:
-    """All frames of a video as (N, H, W, 3) uint8 RGB, and its fps."""
+def read_video_frames(path: str | Path, fps: float | None = None) -> tuple[np.ndarray, float]:
+    """All frames of a video as (N, H, W, 3) uint8 RGB, and the file's own frame rate.
+
+    With ``fps`` the frames are resampled to that rate by their timestamps (nearest frame), so any
+    video ffmpeg reads (mpg, mp4, mov, webm, mkv; constant or variable rate) comes out at ``fps``."""
     import av
 
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            fps = float(stream.average_rate or 25)
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except (av.error.FFmpegError, IndexError, OSError) as e:
+            rate = float(stream.average_rate or 25)
+            frames, times = [], []
+            for f in container.decode(stream):
+                frames.append(f.to_ndarray(format="rgb24"))
+                times.append(f.time)
+    except (av.error.FFmpegError, IndexError, OSError, ValueError) as e:
         raise InputError(f"cannot read video {path}: {e}", "check that the file is a readable video") from None
-    return np.stack(frames), fps
+    if not frames:
+        raise InputError(f"video {path} has no frames", "check that the file is a readable video")
+    video = np.stack(frames)
+    if fps is None:
+        return video, rate
+    t = np.array([i / rate if v is None else float(v) for i, v in enumerate(times)])
+    t -= t[0]
+    n = max(1, int(round(len(video) * fps / rate)))
+    want = np.arange(n) / fps
+    idx = np.clip(np.searchsorted(t, want + 0.5 / rate), 1, len(t)) - 1  # last frame shown at each time
+    return video[idx], rate

@@ -12,6 +12,15 @@ SILENCE = "sil"
 
 
 @dataclass(frozen=True)
+class WordSpan:
+    """A spoken word (or Mandarin character) and its time span in seconds."""
+
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
 class PhonemeUnit:
     """One unit with its time span in seconds.
 
@@ -90,6 +99,19 @@ class PhonemeTrack:
     @classmethod
     def load(cls, path: str | Path) -> "PhonemeTrack":
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def slice(self, start: float, end: float) -> "PhonemeTrack":
+        """The part of the track inside [start, end), times shifted to start at 0 (units cut at the edges)."""
+        def cut(seq: list[PhonemeUnit]) -> list[PhonemeUnit]:
+            out = []
+            for u in seq:
+                s, e = max(u.start, start), min(u.end, end)
+                if e > s:
+                    out.append(PhonemeUnit(u.symbol, s - start, e - start, u.viseme))
+            return out
+
+        return PhonemeTrack(units=cut(self.units), lang=self.lang, duration=end - start, source=self.source,
+                            phones=cut(self.phones))
 
     def unit_at(self, t: float, level: str = "units") -> PhonemeUnit | None:
         """The unit covering time ``t`` (None in a gap or outside the track)."""

@@ -31,6 +31,15 @@ class Aligner(ABC):
         Raises AudioError (bad audio), LanguageError, AlignmentError (missing or
         mismatching transcript), BackendUnavailable (backend or model missing).
         """
+        audio, transcript, lang = self.checked(audio, sample_rate, transcript, lang)
+        track = self._align(audio, int(sample_rate), transcript, lang)
+        track.validate()
+        return track
+
+    def checked(self, audio: np.ndarray, sample_rate: int, transcript: str | None,
+                lang: str) -> tuple[np.ndarray, str | None, str]:
+        """The input as backends take it (mono float32 audio, stripped transcript, normalised language),
+        or the error that names what is wrong with it."""
         lang = normalize_lang(lang)
         if lang not in self.languages:
             raise LanguageError(
@@ -44,9 +53,7 @@ class Aligner(ABC):
                 f"the {self.name} aligner needs a transcript of the audio",
                 "pass --transcript \"...\", or use --aligner whisperx with local models",
             )
-        track = self._align(audio, int(sample_rate), transcript, lang)
-        track.validate()
-        return track
+        return audio, transcript, lang
 
     @abstractmethod
     def _align(self, audio: np.ndarray, sample_rate: int, transcript: str | None, lang: str) -> PhonemeTrack:

@@ -10,7 +10,13 @@ the search, so a fixed-seed noise floor at about -80 dBFS is added.
 A transcript that does not match the audio is detected when the word pass
 cannot reach the end of the transcript (too many or wrong words), when a
 phone would have to stretch over 0.8 s (too few words: untranscribed speech
-absorbed), or when more than 0.3 s of loud audio falls in pauses (a word missing).
+absorbed), when more than 0.5 s of speech-level audio (20 dB over the noise
+floor) falls in pauses (a word missing), or when the alignment's acoustic score (pocketsphinx normalises
+each frame by its best senone) averages below ``MIN_FRAME_SCORE`` per 10 ms
+frame. Correct transcripts score -11 to -19 on real GRID speech and -22 to -28
+on espeak-ng speech; the bound sits below both, so it catches only gross
+mismatches (another GRID sentence, which shares half its words, mostly passes):
+telling a wrong transcript from a right one takes recognition (ASR).
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ from ..timeline import RawPhone, assemble_track
 from ..track import PhonemeTrack
 from .arpabet import ARPABET_TO_IPA, ipa_to_arpabet
 from .base import Aligner
+from .words import AlignedWord
 
 SAMPLE_RATE = 16000
 PAD = 0.3  # seconds of silence around the audio
 FRAME = 0.01  # pocketsphinx frame shift
 NOISE_STD = 1e-4
 MAX_PHONE = 0.8  # seconds: a longer aligned phone means untranscribed speech
-MAX_LOUD_PAUSE = 0.3  # seconds of speech-level audio allowed inside pauses
+MAX_LOUD_PAUSE = 0.5  # seconds of speech-level audio allowed inside pauses (a word missing)
+MIN_FRAME_SCORE = -30.0  # acoustic score per 10 ms frame of the forced alignment; below: no match
 _WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 
 
@@ -88,6 +96,18 @@ class PocketsphinxAligner(Aligner):
             decoder.add_word(w, " ".join(arpa), True)
 
     def _align(self, audio: np.ndarray, sample_rate: int, transcript: str | None, lang: str) -> PhonemeTrack:
+        return self._align_words(audio, sample_rate, transcript)[0]
+
+    def align_words(self, audio: np.ndarray, sample_rate: int, transcript: str | None,
+                    lang: str = "en") -> tuple[PhonemeTrack, list[AlignedWord]]:
+        """Like ``align``, also returning each transcript word's span and its phones."""
+        audio, transcript, _ = self.checked(audio, sample_rate, transcript, lang)
+        track, words = self._align_words(audio, int(sample_rate), transcript)
+        track.validate()
+        return track, words
+
+    def _align_words(self, audio: np.ndarray, sample_rate: int,
+                     transcript: str | None) -> tuple[PhonemeTrack, list[AlignedWord]]:
         words = transcript_words(transcript or "")
         if not words:
             raise AlignmentError(f"the transcript {transcript!r} has no words", "give the words spoken in the audio")
@@ -108,7 +128,7 @@ class PocketsphinxAligner(Aligner):
             except RuntimeError as e:
                 raise AlignmentError(f"pocketsphinx could not align the transcript: {e}", "check the transcript") from e
             hyp = d.hyp()
-            got = hyp.hypstr.split() if hyp is not None else []
+            got = [_base_word(w) for w in hyp.hypstr.split()] if hyp is not None else []
             if got != words:
                 raise AlignmentError(
                     "the transcript does not match the audio "
@@ -120,22 +140,40 @@ class PocketsphinxAligner(Aligner):
             d.process_raw(pcm, full_utt=True)
             d.end_utt()
             alignment = d.get_alignment()  # keep alive while reading phones
-            raw = []
+            raw, spans, score = [], [], 0.0
             for word in alignment:
+                name = _base_word(word.name)
+                spoken = name not in _PAUSE_WORDS
+                phones = []
                 for ph in word:
+                    score += ph.score
                     start = ph.start * FRAME - PAD
                     end = (ph.start + ph.duration) * FRAME - PAD
-                    name = "" if ph.name == "SIL" else ARPABET_TO_IPA.get(ph.name, ph.name.lower())
-                    raw.append(RawPhone(name, start, end, -1 if not name else 0))
+                    ipa = "" if ph.name == "SIL" else ARPABET_TO_IPA.get(ph.name, ph.name.lower())
+                    raw.append(RawPhone(ipa, start, end, len(spans) if ipa and spoken else -1))
+                    if ipa and spoken:
+                        phones.append((ipa, start, end))
+                if spoken:
+                    spans.append(AlignedWord(name, (word.start * FRAME - PAD), (word.start + word.duration) * FRAME - PAD,
+                                             tuple(phones)))
             del alignment
         track, _ = assemble_track(raw, duration, "en", self.name)
         if self.check_match:
             check_plausible(track, audio, sample_rate)
-        return track
+            check_score(score, len(pcm) // 2 / (FRAME * SAMPLE_RATE))
+        return track, spans
+
+
+_PAUSE_WORDS = ("<s>", "</s>", "<sil>", "sil", "[noise]")
+
+
+def _base_word(name: str) -> str:
+    """A dictionary word without its alternative-pronunciation suffix (``with(2)`` -> ``with``)."""
+    return re.sub(r"\(\d+\)$", "", name)
 
 
 def check_plausible(track: PhonemeTrack, audio: np.ndarray, sample_rate: int) -> None:
-    """Raise AlignmentError when an alignment shows signs of a transcript that does not fit."""
+    """Raise AlignmentError when a phone had to stretch over untranscribed speech, or speech fell in pauses."""
     long = [u for u in track.phones if u.symbol != "sil" and u.duration > MAX_PHONE]
     if long:
         u = long[0]
@@ -145,12 +183,8 @@ def check_plausible(track: PhonemeTrack, audio: np.ndarray, sample_rate: int) ->
             "check that the transcript has every word spoken",
         )
     loud = loud_mask(audio, sample_rate)
-    hop = 0.01
-    in_pause = 0.0
-    for u in track.phones:
-        if u.symbol == "sil":
-            i0, i1 = int(u.start / hop), int(u.end / hop)
-            in_pause += float(loud[i0:i1].sum()) * hop
+    in_pause = sum(float(loud[int(u.start / 0.01):int(u.end / 0.01)].sum()) * 0.01
+                   for u in track.phones if u.symbol == "sil")
     if in_pause > MAX_LOUD_PAUSE:
         raise AlignmentError(
             f"the transcript does not match the audio: {in_pause:.2f} s of speech fall outside the aligned words",
@@ -158,8 +192,9 @@ def check_plausible(track: PhonemeTrack, audio: np.ndarray, sample_rate: int) ->
         )
 
 
-def loud_mask(audio: np.ndarray, sample_rate: int, floor_db: float = 25.0) -> np.ndarray:
-    """Per 10 ms hop: True where the 20 ms RMS is within ``floor_db`` of the loudest frame."""
+def loud_mask(audio: np.ndarray, sample_rate: int, below_peak: float = 25.0, above_floor: float = 20.0) -> np.ndarray:
+    """Per 10 ms hop: True where the 20 ms RMS is within ``below_peak`` dB of the loudest frame and
+    ``above_floor`` dB over the recording's noise floor (its quietest tenth): speech, not room noise or breath."""
     hop, win = int(0.01 * sample_rate), int(0.02 * sample_rate)
     n = max(0, (len(audio) - win) // hop + 1)
     if n == 0:
@@ -167,4 +202,15 @@ def loud_mask(audio: np.ndarray, sample_rate: int, floor_db: float = 25.0) -> np
     c = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
     starts = np.arange(n) * hop
     db = 10 * np.log10((c[starts + win] - c[starts]) / win + 1e-12)
-    return db >= db.max() - floor_db
+    return db >= max(db.max() - below_peak, np.percentile(db, 10) + above_floor)
+
+
+def check_score(align_score: float, frames: float) -> None:
+    """Raise AlignmentError when the forced alignment fits the audio too badly (wrong words)."""
+    per_frame = align_score / max(frames, 1.0)
+    if per_frame < MIN_FRAME_SCORE:
+        raise AlignmentError(
+            f"the transcript does not match the audio: its forced alignment scores {per_frame:.1f} per 10 ms "
+            f"frame, below {MIN_FRAME_SCORE:.0f} (wrong or missing words)",
+            "check that the transcript is exactly what is spoken",
+        )

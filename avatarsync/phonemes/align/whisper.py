@@ -23,10 +23,9 @@ import numpy as np
 
 from ...errors import AlignmentError, BackendUnavailable
 from ..audio import resample
-from ..espeak import synthesize_detailed
 from ..track import PhonemeTrack
 from .base import Aligner
-from .retime import group_spans, retime
+from .words import espeak_into_words
 
 ENV_ASR = "AVATARSYNC_WHISPERX_MODEL"
 ENV_ALIGN = "AVATARSYNC_WHISPERX_ALIGN_MODEL"
@@ -163,33 +162,7 @@ class WhisperXAligner(Aligner):
         return self._to_track(words, duration, lang)
 
     def _to_track(self, words: list[dict], duration: float, lang: str) -> PhonemeTrack:
-        tokens = [str(w["word"]).strip() for w in words]
-        if lang == "zh":
-            from ..mandarin import syllables_by_token
-
-            per_token = syllables_by_token(tokens)
-            sylls = [s for ss in per_token for s in ss]
-            if not sylls:
-                raise AlignmentError("WhisperX's words hold nothing to speak", "check the transcript")
-            syn, labels, groups = synthesize_detailed(" ".join(sylls), "zh")
-            owners = [i for i, ss in enumerate(per_token) for _ in ss]
-        else:
-            syn, labels, groups = synthesize_detailed(" ".join(tokens), "en")
-            owners = list(range(len(tokens)))
-        spans = group_spans(syn, groups)
-        token_span: dict[int, tuple[float, float]] = {}
-        for g, (s, e) in spans.items():
-            if g < len(owners):
-                t = owners[g]
-                s0, e0 = token_span.get(t, (s, e))
-                token_span[t] = (min(s0, s), max(e0, e))
-        anchors = []
-        for t, (s, e) in token_span.items():
-            w = words[t]
-            if w.get("start") is None or w.get("end") is None:
-                continue  # WhisperX could not time it: interpolated between neighbours
-            ws, we = float(w["start"]), float(w["end"])
-            anchors += [(s, ws), (e, max(we, ws))]
-        if not anchors:
+        timed = [(str(w["word"]), w.get("start"), w.get("end")) for w in words]
+        if not any(s is not None and e is not None for _, s, e in timed):
             raise AlignmentError("WhisperX could not time any word of the transcript", "check the transcript")
-        return retime(syn, groups, anchors, duration, lang, self.name, labels)
+        return espeak_into_words(timed, duration, lang, self.name)

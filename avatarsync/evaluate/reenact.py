@@ -1,0 +1,232 @@
+"""Self-reenactment (the paper's protocol): each clip's first frame is the portrait, its own speech
+drives ``Pipeline.speak``, and the output is compared with the real frames, beside the still first
+frame as the baseline.
+
+Boxes come from the real frame's mediapipe landmarks, in the original frames. Generated frames go
+through the same landmark tracker (``faces.tracking.track_faces``) as the real ones were.
+Works on a prepared real corpus (``avatarsync prepare``) and on a procedural one (``synth-data``;
+its frames are tracked here).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AvatarSyncError, InputError
+from . import metrics as M
+
+SYSTEMS = ("generated", "still")
+# (key, label, format, higher is better) of the pooled table
+TABLE = (
+    ("face_psnr", "face-box PSNR (dB)", "{:.2f}", True),
+    ("face_ssim", "face-box SSIM", "{:.3f}", True),
+    ("mouth_psnr", "mouth-box PSNR (dB)", "{:.2f}", True),
+    ("mouth_ssim", "mouth-box SSIM", "{:.3f}", True),
+    ("mouth_lmd", "mouth LMD (px, shape)", "{:.2f}", False),
+    ("lip_gap_r", "lip-gap r (lag 0, pooled)", "{:.3f}", True),
+    ("lip_gap_best_r", "lip-gap r at best lag (mean)", "{:.3f}", True),
+    ("best_lag", "best lag (frames, median)", "{:+.0f}", None),
+    ("sharpness_ratio", "mouth sharpness / real's", "{:.2f}", None),
+    ("face_found", "frames with a face found", "{:.3f}", True),
+    ("csim", "identity cosine (CSIM)", "{:.3f}", True),
+)
+
+
+@dataclass
+class EvaluateConfig:
+    data: str = ""  # corpus folder (avatarsync prepare or synth-data)
+    checkpoint: str | None = None  # bundle folder; None = the shipped default
+    split: str = "test"
+    max_clips: int = 0  # 0 = every clip of the split
+    use_transcript: bool = True  # pass the clip's transcript to speak when it has one
+    seed: int = 0
+    device: str = "auto"
+    csim: bool = True  # identity similarity when dlib's face model is installed
+    videos: str | None = None  # folder to write each generated clip (MP4) into
+
+
+@dataclass
+class ClipScores:
+    clip_id: str
+    frames: int
+    seconds_of_compute: float = 0.0
+    generated: dict = field(default_factory=dict)
+    still: dict = field(default_factory=dict)
+    error: str = ""
+
+
+def real_landmarks(clip, frames: np.ndarray) -> np.ndarray:
+    """(N, 478, 2) landmarks of the real frames in their own pixels: the prepared ones, mapped back
+    out of the crop, or (procedural corpus) tracked here."""
+    from ..faces.align import invert_affine, transform_points
+    from ..faces.tracking import track_faces
+
+    truth = clip.truth()
+    lm = truth.get("landmarks")
+    if lm is not None and "matrix" in truth and lm.shape[1] >= 468:
+        inv = invert_affine(truth["matrix"])
+        return transform_points(lm.reshape(-1, 2), inv).reshape(lm.shape)
+    return track_faces(frames).points
+
+
+def frame_scores(frames: np.ndarray, real: np.ndarray, real_lm: np.ndarray, found: np.ndarray | None = None,
+                 lm: np.ndarray | None = None) -> dict:
+    """Box PSNR/SSIM, mouth LMD, lip-gap series, sharpness of ``frames`` against ``real`` (same length)."""
+    face_p, face_s, mouth_p, mouth_s, sharp = [], [], [], [], []
+    for t in range(len(real)):
+        if not np.isfinite(real_lm[t]).all():
+            continue
+        fb = M.face_box(real_lm[t], real[t].shape)
+        mb = M.mouth_box(real_lm[t], real[t].shape)
+        face_p.append(M.box_psnr(frames[t], real[t], fb))
+        face_s.append(M.box_ssim(frames[t], real[t], fb))
+        mouth_p.append(M.box_psnr(frames[t], real[t], mb))
+        mouth_s.append(M.box_ssim(frames[t], real[t], mb))
+        ref = M.laplacian_sharpness(real[t], mb)
+        if ref > 0:
+            sharp.append(M.laplacian_sharpness(frames[t], mb) / ref)
+    out = {"face_psnr": _mean(face_p), "face_ssim": _mean(face_s), "mouth_psnr": _mean(mouth_p),
+           "mouth_ssim": _mean(mouth_s), "sharpness_ratio": _mean(sharp)}
+    if lm is not None:
+        gap, real_gap = M.lip_gap(lm), M.lip_gap(real_lm)
+        r0, best, lag = M.lagged_pearson(gap, real_gap)
+        out |= {"mouth_lmd": M.mouth_lmd(lm, real_lm), "lip_gap_r": r0, "lip_gap_best_r": best, "best_lag": lag,
+                "lip_gap": [None if not np.isfinite(v) else round(float(v), 5) for v in gap]}
+    if found is not None:
+        out["face_found"] = M.face_found_fraction(found)
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def evaluate_clip(pipe, clip, cfg: EvaluateConfig, embedder=None) -> ClipScores:
+    """Reenact one clip and score it and the still baseline."""
+    from ..faces.tracking import track_faces
+    from ..io import read_video_frames
+
+    real, _ = read_video_frames(clip.video_path, clip.fps)
+    real_lm = real_landmarks(clip, real)
+    if not np.isfinite(real_lm[0]).all():
+        raise InputError(f"clip {clip.clip_id}: no face in its first frame", "it cannot be the portrait")
+    t0 = time.perf_counter()
+    result = pipe.speak(audio=clip.audio_path, transcript=(clip.text or None) if cfg.use_transcript else None,
+                        image=real[0], out=None, lang=clip.lang, seed=cfg.seed)
+    compute = time.perf_counter() - t0
+    gen = result.frames
+    n = min(len(gen), len(real))
+    gen, real, real_lm = gen[:n], real[:n, : gen.shape[1], : gen.shape[2]], real_lm[:n]
+    if cfg.videos:
+        from ..io import write_mp4
+
+        write_mp4(Path(cfg.videos) / f"{clip.clip_id}.mp4", gen, clip.fps, result.audio, result.sample_rate)
+    tracked = track_faces(gen)
+    still = np.repeat(real[:1], n, axis=0)
+    still_lm = np.repeat(real_lm[:1], n, axis=0)
+    scores = ClipScores(clip.clip_id, n, round(compute, 3))
+    scores.generated = frame_scores(gen, real, real_lm, tracked.detected, tracked.points)
+    scores.still = frame_scores(still, real, real_lm, np.ones(n, bool), still_lm)
+    scores.still |= {"lip_gap_r": 0.0, "lip_gap_best_r": 0.0, "best_lag": 0}  # a still mouth follows nothing
+    scores.generated["real_lip_gap"] = [None if not np.isfinite(v) else round(float(v), 5)
+                                        for v in M.lip_gap(real_lm)]
+    if embedder is not None:
+        for name, frames in (("generated", gen), ("still", still)):
+            sims = []
+            for t in range(0, n, 5):  # every fifth frame is plenty for identity
+                if np.isfinite(real_lm[t]).all():
+                    box = M.face_box(real_lm[t], real[t].shape)
+                    sims.append(M.cosine_similarity(embedder.embed(frames[t], box), embedder.embed(real[t], box)))
+            getattr(scores, name)["csim"] = _mean(sims)
+    return scores
+
+
+def pooled(clips: list[ClipScores], system: str) -> dict:
+    """Clip means of every figure; lip-gap r pooled over all frames of all clips."""
+    ok = [getattr(c, system) for c in clips if not c.error]
+    out = {}
+    for key, *_ in TABLE:
+        vals = [s[key] for s in ok if key in s and s[key] is not None and np.isfinite(s[key])]
+        if not vals:
+            continue
+        out[key] = float(np.median(vals)) if key == "best_lag" else float(np.mean(vals))
+    if system == "generated":
+        gen = np.array([v if v is not None else np.nan for s in ok for v in s["lip_gap"]], float)
+        real = np.array([v if v is not None else np.nan for s in ok for v in s["real_lip_gap"]], float)
+        out["lip_gap_r"] = M.pearson(gen, real)
+    return out
+
+
+def evaluate_corpus(cfg: EvaluateConfig, progress: bool = True) -> dict:
+    """Run the protocol over a split; returns {"config", "pooled", "clips", "notes"} (JSON-ready)."""
+    from tqdm.auto import tqdm
+
+    from ..data.corpus import Corpus
+    from ..pipeline import Pipeline
+
+    corpus = Corpus(cfg.data)
+    clips = corpus.clips(cfg.split)
+    if cfg.max_clips > 0:
+        clips = clips[: cfg.max_clips]
+    if not clips:
+        raise InputError(f"corpus {cfg.data} has no clips in split {cfg.split!r}",
+                         f"splits there: {corpus.settings.get('splits', '?')}; choose one with --split")
+    if cfg.videos:
+        Path(cfg.videos).mkdir(parents=True, exist_ok=True)
+    pipe = Pipeline.from_pretrained(cfg.checkpoint, device=cfg.device)
+    notes = [M.perceptual_metrics_unavailable()]
+    embedder = None
+    if cfg.csim:
+        reason = M.IdentityEmbedder.available()
+        if reason is None:
+            embedder = M.IdentityEmbedder()
+        else:
+            notes.append(f"CSIM not measured: {reason}")
+    results = []
+    for clip in tqdm(clips, desc="evaluate", unit="clip", disable=not progress):
+        try:
+            results.append(evaluate_clip(pipe, clip, cfg, embedder))
+        except AvatarSyncError as e:
+            results.append(ClipScores(clip.clip_id, 0, error=f"{e.problem}" + (f" ({e.hint})" if e.hint else "")))
+    done = [r for r in results if not r.error]
+    video_s = sum(r.frames for r in done) / clips[0].fps
+    report = {
+        "config": asdict(cfg), "corpus": corpus.settings.get("kind", "procedural"), "clips_scored": len(done),
+        "clips_failed": len(results) - len(done),
+        "seconds_of_compute_per_second_of_video": round(sum(r.seconds_of_compute for r in done) / max(video_s, 1e-9), 3),
+        "pooled": {s: pooled(results, s) for s in SYSTEMS},
+        "clips": [asdict(r) for r in results], "notes": notes,
+    }
+    return report
+
+
+def format_table(report: dict) -> str:
+    """The pooled figures as a Markdown table, generated beside the still first frame."""
+    gen, still = report["pooled"]["generated"], report["pooled"]["still"]
+    lines = [f"| figure ({report['clips_scored']} clips, {report['config']['split']} split) | generated | still first frame |",
+             "|---|---|---|"]
+    for key, label, fmt, _ in TABLE:
+        if key not in gen and key not in still:
+            continue
+        cell = [fmt.format(d[key]) if key in d and np.isfinite(d[key]) else "-" for d in (gen, still)]
+        lines.append(f"| {label} | {cell[0]} | {cell[1]} |")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, path: str | Path) -> Path:
+    from ..io import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1, default=_jsonable), encoding="utf-8")
+    return Path(path)
+
+
+def _jsonable(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    raise TypeError(f"not JSON serializable: {type(v)}")
