@@ -118,6 +118,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the models run")
     p.add_argument("--no-csim", action="store_true", help="skip identity similarity even when dlib is installed")
     p.add_argument("--videos", help="folder to write each generated clip into (MP4)")
+    p.add_argument("--paste-region", choices=["face", "mouth"], default=None,
+                   help="speak's paste region (default: the bundle's pipeline.yaml paste_region)")
     p.add_argument("--json", help="write the full report (per clip and pooled) to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -131,7 +133,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         check_writable(args.json)
     cfg = EvaluateConfig(data=args.data, checkpoint=args.checkpoint, split=args.split, max_clips=args.max_clips,
                          use_transcript=not args.no_transcript, seed=args.seed, device=args.device,
-                         csim=not args.no_csim, videos=args.videos)
+                         csim=not args.no_csim, videos=args.videos, paste_region=args.paste_region)
     report = evaluate_corpus(cfg, progress=not args.quiet)
     print(format_table(report))
     print(f"speak: {report['seconds_of_compute_per_second_of_video']:.2f} s of compute per s of video")
@@ -206,6 +208,10 @@ def _add_speak(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keyframe-decode", default=None, choices=["argmax", "expected"],
                    help="how keyframes become pixels: argmax (the decoded codes) or expected (each cell's expected "
                         "code under the decoding logits; default: the bundle's pipeline.yaml keyframe_decode)")
+    p.add_argument("--paste-region", default=None, choices=["face", "mouth"],
+                   help="what of the portrait is regenerated: face (the whole face crop) or mouth (mouth, lips, chin "
+                        "and lower cheeks; everything else stays the photo's own pixels; default: the bundle's "
+                        "pipeline.yaml paste_region)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or timing table")
 
 
@@ -216,7 +222,8 @@ def _run_speak(args: argparse.Namespace) -> int:
     res = pipe.speak(text=args.text, audio=args.audio, transcript=args.transcript, image=args.image, out=args.out,
                      lang=args.lang, seed=args.seed, crop_only=args.crop_only, voice=args.voice, rate=args.rate,
                      pitch=args.pitch, aligner=args.aligner, temperature=args.temperature, top_k=args.top_k,
-                     guidance=args.guidance, keyframe_decode=args.keyframe_decode, progress=not args.quiet)
+                     guidance=args.guidance, keyframe_decode=args.keyframe_decode,
+                     paste_region=args.paste_region, progress=not args.quiet)
     total = sum(res.timings.values())
     if not args.quiet:
         print(f"{'stage':<14}{'seconds':>9}{'s per s of video':>18}", file=sys.stderr)
@@ -242,12 +249,16 @@ def _add_bundle(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keyframe-decode", default="argmax", choices=["argmax", "expected"],
                    help="default keyframe decode of `speak` with this bundle: argmax (the decoded codes) or "
                         "expected (each cell's expected code under the decoding logits)")
+    p.add_argument("--paste-region", default="face", choices=["face", "mouth"],
+                   help="default paste region of `speak` with this bundle: face (the whole crop) or mouth "
+                        "(only what speech moves)")
 
 
 def _run_bundle(args: argparse.Namespace) -> int:
     from .pipeline import BundleInfo, make_bundle
 
-    info = BundleInfo(unit_key=args.unit_key, guidance=args.guidance, keyframe_decode=args.keyframe_decode)
+    info = BundleInfo(unit_key=args.unit_key, guidance=args.guidance, keyframe_decode=args.keyframe_decode,
+                      paste_region=args.paste_region)
     out = make_bundle(args.out, args.tokenizer, args.fkg, args.interp, info, avatar_identity=args.avatar_identity)
     print(f"wrote model bundle {out}")
     return 0

@@ -34,6 +34,7 @@ from .errors import CheckpointError, FaceError, InputError
 
 DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default"
 STAGES = ("phonemes", "crop", "keyframes", "interpolation", "decode", "mux")
+PASTE_REGIONS = ("face", "mouth")
 
 
 @dataclass
@@ -51,6 +52,9 @@ class BundleInfo:
     # default keyframe decode: "argmax" (the decoded codes) or "expected" (each cell's expected code
     # vector under the decoding logits; fkg/keyframe_codes.py)
     keyframe_decode: str = "argmax"
+    # what of the portrait is replaced: "face" (the whole aligned crop) or "mouth" (only the region
+    # speech moves, faces.align.MOUTH_REGION, colour-matched at the seam; the rest stays the portrait's)
+    paste_region: str = "face"
     metrics: dict = field(default_factory=dict)
 
 
@@ -265,14 +269,19 @@ class Pipeline:
               image: str | Path | np.ndarray | None = None, out: str | Path | None = "out.mp4", lang: str = "en",
               seed: int = 0, crop_only: bool = False, voice: str | None = None, rate: int = 160, pitch: int = 50,
               aligner: str = "auto", temperature: float = 0.0, top_k: int = 0, guidance: float | None = None,
-              keyframe_decode: str | None = None, progress: bool = False) -> SpeakResult:
+              keyframe_decode: str | None = None, paste_region: str | None = None,
+              progress: bool = False) -> SpeakResult:
         """Make the talking-head video; ``out=None`` returns frames without writing a file.
         ``guidance``: classifier-free guidance scale of the keyframes; ``keyframe_decode``: "argmax" or
-        "expected" (``keyframe_latents``); None = the bundle's default."""
+        "expected" (``keyframe_latents``); ``paste_region``: "face" or "mouth" (``BundleInfo``);
+        None = the bundle's default."""
         from tqdm.auto import tqdm
 
         if out is not None:
             _check_output(out)
+        region = self.info.paste_region if paste_region is None else paste_region
+        if region not in PASTE_REGIONS:
+            raise InputError(f"unknown paste region {region!r}", f"use one of {', '.join(PASTE_REGIONS)}")
         timings: dict[str, float] = {}
         bar = tqdm(total=len(STAGES), desc="speak", unit="stage", disable=not progress)
 
@@ -311,7 +320,9 @@ class Pipeline:
             else:
                 from .faces.align import PasteBack
 
-                paste = PasteBack(portrait, aligned)
+                paste = (PasteBack(portrait, aligned) if region == "face" else
+                         PasteBack(portrait, aligned, mask="mouth", face_scale=self.info.face_scale,
+                                   match_colour=True))
                 frames = np.stack([paste(c) for c in crops])
         step("decode")
         path = None

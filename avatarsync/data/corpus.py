@@ -41,6 +41,7 @@ class CorpusClip:
     n_frames: int
     duration: float
     size: int
+    landmark_layout: str = ""  # layout of truth.npz landmarks, from corpus.json ("" = the reader's default)
 
     @property
     def folder(self) -> Path:
@@ -78,14 +79,16 @@ class Corpus:
                 f"{self.root} is not a corpus folder (no manifest.jsonl)",
                 "create one with `avatarsync synth-data --out DIR`",
             )
-        names = {f.name for f in fields(CorpusClip)} - {"root"}
+        settings = self.root / "corpus.json"
+        self.settings: dict = json.loads(settings.read_text()) if settings.is_file() else {}
+        names = {f.name for f in fields(CorpusClip)} - {"root", "landmark_layout"}
+        layout = str(self.settings.get("landmark_layout", ""))
         self._clips = []
         for line in manifest.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 entry = json.loads(line)
-                self._clips.append(CorpusClip(root=str(self.root), **{k: entry[k] for k in names}))
-        settings = self.root / "corpus.json"
-        self.settings: dict = json.loads(settings.read_text()) if settings.is_file() else {}
+                self._clips.append(CorpusClip(root=str(self.root), landmark_layout=layout,
+                                              **{k: entry[k] for k in names}))
 
     def clips(self, split: str | None = None) -> list[CorpusClip]:
         if split is not None and split not in SPLITS:

@@ -109,9 +109,9 @@ class ItemWorker:
     def __call__(self, item: SourceItem) -> dict:
         t0 = time.perf_counter()
         record = {"item": item.item_id, "video": str(item.video), "speaker": item.speaker, "status": "ok",
-                  "kind": "", "reason": "", "notes": [], "clips": []}
+                  "kind": "", "reason": "", "notes": [], "clips": [], "stages": {}}
         try:
-            record["clips"], record["notes"] = self.prepare(item)
+            record["clips"], record["notes"] = self.prepare(item, record["stages"])
         except Skip as s:
             record.update(status="skipped", kind=s.kind, reason=s.reason)
         except AvatarSyncError as e:
@@ -122,7 +122,8 @@ class ItemWorker:
         record["seconds"] = round(time.perf_counter() - t0, 3)
         return record
 
-    def prepare(self, item: SourceItem) -> tuple[list[dict], list[str]]:
+    def prepare(self, item: SourceItem, stages: dict[str, float]) -> tuple[list[dict], list[str]]:
+        """The clips of one video (manifest fields) and notes; ``stages`` gets seconds per stage."""
         from ..faces.tracking import shot_cuts, track_faces
         from ..io import read_video_frames
         from ..phonemes.audio import load_audio, resample
@@ -133,6 +134,7 @@ class ItemWorker:
         if not item.transcript and not item.words:
             raise Skip("text", "no transcript: put the words spoken in NAME.txt beside the video or in "
                                "transcripts.tsv (clip<TAB>transcript)")
+        clock = _Clock(stages)
         try:
             frames, _ = read_video_frames(item.video, cfg.fps)
         except InputError as e:
@@ -152,7 +154,7 @@ class ItemWorker:
         frames = frames[:n]
         audio = np.pad(audio, (0, max(0, int(round(n / cfg.fps * SAMPLE_RATE)) - len(audio))))
         audio = audio[: int(round(n / cfg.fps * SAMPLE_RATE))]
-
+        clock("read")
         faces = track_faces(frames)
         if not faces.detected.any():
             raise Skip("face", "no face found in any frame")
@@ -160,9 +162,12 @@ class ItemWorker:
         if rivals.mean() > RIVAL_FRAMES:
             raise Skip("face", f"two faces of similar size in {int(rivals.sum())} of {n} frames: "
                                "which one speaks is ambiguous")
+        cuts = shot_cuts(frames)
+        clock("faces")
         track, words, track_source = self.phonemes(item, audio)
+        clock("phonemes")
         notes = []
-        segments = usable_segments(faces.usable & ~rivals, shot_cuts(frames), int(round(cfg.min_seconds * cfg.fps)))
+        segments = usable_segments(faces.usable & ~rivals, cuts, int(round(cfg.min_seconds * cfg.fps)))
         dropped = n - sum(b - a for a, b in segments)
         if not segments:
             raise Skip("face", f"no stretch of {cfg.min_seconds:.1f} s with one face in view "
@@ -184,6 +189,7 @@ class ItemWorker:
                       "source": str(item.video), "start": round(t0, 3), "track_source": track_source,
                       "text_source": item.text_source}
             clips.append(entry)
+        clock("write")
         return clips, notes
 
     def phonemes(self, item: SourceItem, audio: np.ndarray):
@@ -219,6 +225,18 @@ class ItemWorker:
             return track, None, track.source
         except AlignmentError as e:
             raise Skip("text", f"the transcript does not fit the speech: {e.problem}") from None
+
+
+class _Clock:
+    """Adds the seconds since the last call to ``stages[name]``."""
+
+    def __init__(self, stages: dict[str, float]) -> None:
+        self.stages, self.t = stages, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stages[name] = round(self.stages.get(name, 0.0) + now - self.t, 4)
+        self.t = now
 
 
 def usable_segments(usable: np.ndarray, cuts: list[int], min_frames: int) -> list[tuple[int, int]]:
@@ -384,12 +402,16 @@ def write_corpus(out: Path, records: list[dict], cfg: PrepareConfig, run: dict) 
     for r in skipped:
         kinds[r.get("kind") or "other"] = kinds.get(r.get("kind") or "other", 0) + 1
     compute = sum(r["seconds"] for r in processed)
-    source_seconds = seconds + sum(0 for _ in skipped)
+    stages: dict[str, float] = {}
+    for r in processed:
+        for k, v in r.get("stages", {}).items():
+            stages[k] = stages.get(k, 0.0) + v
     report = {
         "source": str(cfg.src), "layout": cfg.layout, "videos": len(records),
         "prepared": len(records) - len(skipped), "skipped": len(skipped), "clips": len(entries),
         "video_seconds": round(seconds, 2), "compute_seconds": round(compute, 2),
-        "compute_seconds_per_minute_of_video": round(compute / max(source_seconds, 1e-9) * 60, 2),
+        "compute_seconds_per_minute_of_video": round(compute / max(seconds, 1e-9) * 60, 2),
+        "stage_seconds_per_minute_of_video": {k: round(v / max(seconds, 1e-9) * 60, 2) for k, v in stages.items()},
         "splits": {s: sum(1 for e in entries if e["split"] == s) for s in ("train", "val", "test")},
         "track_sources": _count(e["track_source"] for e in entries),
         "skipped_by_kind": kinds,

@@ -48,6 +48,7 @@ class EvaluateConfig:
     device: str = "auto"
     csim: bool = True  # identity similarity when dlib's face model is installed
     videos: str | None = None  # folder to write each generated clip (MP4) into
+    paste_region: str | None = None  # speak's paste region ("face" or "mouth"); None = the bundle's
 
 
 @dataclass
@@ -117,7 +118,8 @@ def evaluate_clip(pipe, clip, cfg: EvaluateConfig, embedder=None) -> ClipScores:
         raise InputError(f"clip {clip.clip_id}: no face in its first frame", "it cannot be the portrait")
     t0 = time.perf_counter()
     result = pipe.speak(audio=clip.audio_path, transcript=(clip.text or None) if cfg.use_transcript else None,
-                        image=real[0], out=None, lang=clip.lang, seed=cfg.seed)
+                        image=real[0], out=None, lang=clip.lang, seed=cfg.seed,
+                        paste_region=cfg.paste_region)
     compute = time.perf_counter() - t0
     gen = result.frames
     n = min(len(gen), len(real))

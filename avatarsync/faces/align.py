@@ -119,16 +119,31 @@ def align_face(image: np.ndarray, landmarks: FaceLandmarks, size: int = 128, fac
                        landmarks=_landmarks_in_crop(landmarks, m))
 
 
-def crop_mask(size: int, feather: float = 0.1, shape: str = "rect") -> np.ndarray:
-    """Soft (size, size) float mask in [0, 1]: 1 inside, smooth ramp of ``feather`` x size to 0 at the edge."""
+# The region speech moves (mouth, lips, chin, lower cheeks) in template crop fractions at face_scale 1:
+# an ellipse from below the nose to past the chin, room left for the jaw to drop.
+MOUTH_REGION = ((0.5, 0.745), (0.26, 0.215))  # centre (x, y), radii (x, y)
+MASK_SHAPES = ("rect", "ellipse", "mouth")
+
+
+def crop_mask(size: int, feather: float = 0.1, shape: str = "rect", face_scale: float = 1.0) -> np.ndarray:
+    """Soft (size, size) float mask in [0, 1]: 1 inside, smooth ramp of ``feather`` x size to 0 at the edge.
+
+    ``rect``: the whole crop; ``ellipse``: the ellipse inscribed in it; ``mouth``: ``MOUTH_REGION``
+    (for crops made with ``face_scale``), so a paste-back changes only what speech moves."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
     if shape == "rect":
         dist = np.minimum.reduce([xx, size - xx, yy, size - yy]) / size  # distance to the border, in crop sides
     elif shape == "ellipse":
         r = np.sqrt(((xx - size / 2) / (size / 2)) ** 2 + ((yy - size / 2) / (size / 2)) ** 2)
         dist = (1.0 - r) / 2
+    elif shape == "mouth":
+        (cx, cy), (rx, ry) = MOUTH_REGION
+        cx, cy = ((cx - 0.5) * face_scale + 0.5) * size, ((cy - 0.5) * face_scale + 0.5) * size
+        rx, ry = rx * face_scale * size, ry * face_scale * size
+        r = np.sqrt(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2)
+        dist = (1.0 - r) * min(rx, ry) / size
     else:
-        raise InputError(f"unknown mask shape {shape!r}", "use 'rect' or 'ellipse'")
+        raise InputError(f"unknown mask shape {shape!r}", f"use one of {', '.join(MASK_SHAPES)}")
     if feather <= 0:
         return (dist > 0).astype(np.float64)
     t = np.clip(dist / feather, 0.0, 1.0)
@@ -141,14 +156,23 @@ def paste_back(portrait: np.ndarray, aligned: AlignedFace, new_crop: np.ndarray,
     return PasteBack(portrait, aligned, feather, mask)(new_crop)
 
 
+def seam_ring(alpha: np.ndarray) -> np.ndarray:
+    """Weights of the feathered band of a soft mask (peak where alpha is 0.5, 0 inside and outside)."""
+    return 4.0 * alpha * (1.0 - alpha)
+
+
 class PasteBack:
     """Pastes crops into one portrait; the warped soft mask and the face's box are computed once.
 
     Only the box the crop covers is warped and blended, so a frame costs the same whatever the
     portrait's size. ``PasteBack(portrait, aligned)(crop)`` equals ``paste_back(portrait, aligned, crop)``.
+    Outside the mask the output is the portrait's own pixels. ``match_colour`` shifts each pasted crop
+    by the mean colour difference to the portrait over the mask's feathered band, so a decoder's
+    colour drift leaves no visible seam.
     """
 
-    def __init__(self, portrait: np.ndarray, aligned: AlignedFace, feather: float = 0.1, mask: str = "rect") -> None:
+    def __init__(self, portrait: np.ndarray, aligned: AlignedFace, feather: float = 0.1, mask: str = "rect",
+                 face_scale: float = 1.0, match_colour: bool = False) -> None:
         base = as_rgb_uint8(portrait)
         h, w = base.shape[:2]
         if aligned.source_shape != (0, 0) and tuple(aligned.source_shape) != (h, w):
@@ -164,10 +188,16 @@ class PasteBack:
         self.local = np.asarray(aligned.inverse, np.float64).copy()
         self.local[:, 2] -= (x0, y0)  # crop pixel -> box pixel
         bw, bh = self.box[2] - x0, self.box[3] - y0
-        soft = cv2.warpAffine(crop_mask(aligned.size, feather, mask).astype(np.float32), self.local, (bw, bh),
+        crop_alpha = crop_mask(aligned.size, feather, mask, face_scale).astype(np.float32)
+        soft = cv2.warpAffine(crop_alpha, self.local, (bw, bh),
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         self.alpha = soft[..., None].astype(np.float32)
         self.keep = (1.0 - self.alpha) * base[y0:self.box[3], x0:self.box[2]].astype(np.float32)
+        self.ring = None
+        if match_colour:  # the portrait's colour on the seam, in crop pixels, to match each crop to
+            ring = seam_ring(crop_alpha)
+            self.ring = ring[..., None] / max(float(ring.sum()), 1e-6)
+            self.ring_colour = (self.ring * aligned.crop.astype(np.float32)).sum(axis=(0, 1))
 
     def __call__(self, new_crop: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = self.box
@@ -177,6 +207,9 @@ class PasteBack:
         crop = as_rgb_uint8(new_crop)
         if crop.shape[:2] != (self.size, self.size):
             crop = cv2.resize(crop, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        if self.ring is not None:
+            shift = self.ring_colour - (self.ring * crop.astype(np.float32)).sum(axis=(0, 1))
+            crop = np.clip(np.rint(crop.astype(np.float32) + shift), 0, 255).astype(np.uint8)
         warped = cv2.warpAffine(crop, self.local, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
         blended = self.alpha * warped.astype(np.float32) + self.keep

@@ -32,7 +32,9 @@ class TokenizerDataConfig:
     val_split: str = "val"  # held-out identities
     crop_size: int = 128
     align: Literal["none", "clip", "stable", "frame"] = "clip"
-    landmark_layout: str = "procedural"  # layout of truth.npz landmarks (see faces.landmarks)
+    landmark_layout: str = "procedural"  # layout of truth.npz landmarks, where corpus.json names none
+    extra_roots: list[str] = field(default_factory=list)  # more corpora whose train splits are mixed in
+    augment: bool = False  # photometric and small geometric augmentation in training (augment.py)
     face_scale: float = 1.0
     frames_per_clip: int = 16  # evenly spaced training frames per clip (0 = every frame)
     val_frames_per_clip: int = 4
@@ -157,17 +159,19 @@ def prepare_clip(clip, cfg: TokenizerDataConfig, frames_per_clip: int = 0) -> Pr
     """Prepared frames of one ``CorpusClip`` (evenly spaced ``frames_per_clip`` of them; 0 = all)."""
     frames = clip.frames()
     keep = _pick(len(frames), frames_per_clip)
-    faces = clip_faces(clip.truth().get("landmarks"), cfg.landmark_layout)
+    layout = getattr(clip, "landmark_layout", "") or cfg.landmark_layout
+    faces = clip_faces(clip.truth().get("landmarks"), layout)
     if cfg.align != "none" and faces is None:
         raise InputError(f"clip {clip.clip_id}: cannot read its truth landmarks with layout "
-                         f"{cfg.landmark_layout!r}, which data.align={cfg.align!r} needs",
+                         f"{layout!r}, which data.align={cfg.align!r} needs",
                          "set data.landmark_layout to the renderer's layout, or data.align: none")
     return prepare_frames(frames[keep], None if faces is None else [faces[i] for i in keep], cfg,
                           clip_face=None if faces is None else faces[0])
 
 
-def split_clips(cfg: TokenizerDataConfig, split: str) -> list:
-    """The corpus clips of ``split`` (at most ``max_clips``)."""
+def split_clips(cfg: TokenizerDataConfig, split: str, extra: bool = False) -> list:
+    """The corpus clips of ``split`` (at most ``max_clips`` per corpus); ``extra`` adds the training
+    clips of ``extra_roots``."""
     from ..data.corpus import Corpus  # noqa: PLC0415
 
     if not cfg.root:
@@ -177,12 +181,16 @@ def split_clips(cfg: TokenizerDataConfig, split: str) -> list:
         clips = clips[: cfg.max_clips]
     if not clips:
         raise InputError(f"corpus {cfg.root} has no clips in split {split!r}", "generate more clips or change data.*_split")
+    for root in cfg.extra_roots if extra else ():
+        more = Corpus(root).clips("train")
+        clips += more[: cfg.max_clips] if cfg.max_clips > 0 else more
     return clips
 
 
-def load_corpus_frames(cfg: TokenizerDataConfig, split: str, frames_per_clip: int) -> PreparedFrames:
-    """Prepared frames of every clip of a corpus split."""
-    return PreparedFrames.concat([prepare_clip(c, cfg, frames_per_clip) for c in split_clips(cfg, split)],
+def load_corpus_frames(cfg: TokenizerDataConfig, split: str, frames_per_clip: int,
+                       extra: bool = False) -> PreparedFrames:
+    """Prepared frames of every clip of a corpus split (``extra``: and of the extra corpora's training clips)."""
+    return PreparedFrames.concat([prepare_clip(c, cfg, frames_per_clip) for c in split_clips(cfg, split, extra)],
                                  cfg.crop_size)
 
 
@@ -214,8 +222,9 @@ class FrameDataset(Dataset):
     """
 
     def __init__(self, frames: PreparedFrames, hflip: bool = False, crop: int = 0,
-                 reference: Literal["none", "random", "first"] = "none") -> None:
+                 reference: Literal["none", "random", "first"] = "none", augment: bool = False) -> None:
         self.frames = frames
+        self.augment = augment
         self.hflip = hflip
         self.crop = crop
         self.reference = reference
@@ -230,14 +239,20 @@ class FrameDataset(Dataset):
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         i = int(self.items[k])
-        img = to_tensor(self.frames.crops[i : i + 1])[0]
-        box = torch.from_numpy(self.frames.mouth_boxes[i].copy()).long()
-        ref = None
+        img_u8, box_np, ref_u8 = self.frames.crops[i], self.frames.mouth_boxes[i].copy(), None
         if self.reference == "first":
-            ref = to_tensor(self.frames.crops[int(self.frames.clip_start[i])][None])[0]
+            ref_u8 = self.frames.crops[int(self.frames.clip_start[i])]
         elif self.reference == "random":
             start, end = self.frames.clip_span(i)
-            ref = to_tensor(self.frames.crops[int(torch.randint(start, end, ()))][None])[0]
+            ref_u8 = self.frames.crops[int(torch.randint(start, end, ()))]
+        if self.augment:
+            from .augment import augment_pair  # noqa: PLC0415
+
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
+            img_u8, ref_u8, box_np = augment_pair(img_u8, ref_u8, box_np, rng)
+        img = to_tensor(img_u8[None])[0]
+        box = torch.from_numpy(np.asarray(box_np)).long()
+        ref = None if ref_u8 is None else to_tensor(ref_u8[None])[0]
         if self.hflip and bool(torch.rand(()) < 0.5):
             size = img.shape[-1]
             img = img.flip(-1)

@@ -156,12 +156,13 @@ class TokenizerTask:
                 self._frames[which] = synthetic_frames(d, n, seed)
             else:
                 split, k = (d.train_split, d.frames_per_clip) if which == "train" else (d.val_split, d.val_frames_per_clip)
-                self._frames[which] = load_corpus_frames(d, split, k)
+                self._frames[which] = load_corpus_frames(d, split, k, extra=which == "train")
         return self._frames[which]
 
     def train_dataset(self) -> FrameDataset:
         return FrameDataset(self._split("train"), hflip=self.cfg.data.hflip, crop=self.cfg.data.train_crop,
-                            reference="random" if self.cfg.model.reference else "none")
+                            reference="random" if self.cfg.model.reference else "none",
+                            augment=self.cfg.data.augment)
 
     def val_dataset(self) -> FrameDataset:
         return FrameDataset(self._split("val"), hflip=False, reference="first" if self.cfg.model.reference else "none")
