@@ -120,6 +120,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--videos", help="folder to write each generated clip into (MP4)")
     p.add_argument("--paste-region", choices=["face", "mouth"], default=None,
                    help="speak's paste region (default: the bundle's pipeline.yaml paste_region)")
+    p.add_argument("--lpips-vgg", help="local torchvision VGG16 weights file: also report face-box LPIPS "
+                                       "(lpips' own linear heads); without it LPIPS is not reported")
     p.add_argument("--json", help="write the full report (per clip and pooled) to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -133,7 +135,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         check_writable(args.json)
     cfg = EvaluateConfig(data=args.data, checkpoint=args.checkpoint, split=args.split, max_clips=args.max_clips,
                          use_transcript=not args.no_transcript, seed=args.seed, device=args.device,
-                         csim=not args.no_csim, videos=args.videos, paste_region=args.paste_region)
+                         csim=not args.no_csim, videos=args.videos, paste_region=args.paste_region,
+                         lpips_vgg=args.lpips_vgg)
     report = evaluate_corpus(cfg, progress=not args.quiet)
     print(format_table(report))
     print(f"speak: {report['seconds_of_compute_per_second_of_video']:.2f} s of compute per s of video")

@@ -75,3 +75,27 @@ def test_evaluate_bad_input(tmp_path, real_corpus, capsys):
         evaluate_corpus(EvaluateConfig(data=str(real_corpus), split="train"), progress=False)
     assert main(["evaluate", "--data", str(tmp_path / "missing")]) == 2
     assert "hint:" in capsys.readouterr().err
+
+
+def test_face_lpips_compares_face_boxes(real_corpus):
+    import torch
+
+    from avatarsync.data.corpus import Corpus
+    from avatarsync.evaluate.reenact import face_lpips, real_landmarks
+    from avatarsync.io import read_video_frames
+
+    class MeanAbs:  # stands in for LPIPSLoss (tested in test_tokenizer_train): what face_lpips feeds it
+        seen: list = []
+
+        def net(self, a, b):
+            self.seen.append(a.shape)
+            assert a.min() >= -1 and a.max() <= 1
+            return (a - b).abs().mean(dim=(1, 2, 3))
+
+    clip = Corpus(real_corpus).clips()[0]
+    real, _ = read_video_frames(clip.video_path, 25)
+    lm = real_landmarks(clip, real)
+    fake = MeanAbs()
+    assert face_lpips(fake, real, real, lm) == 0.0
+    assert fake.seen[-1] == torch.Size([15, 3, 128, 128])  # every fifth frame's face box at 128 px
+    assert face_lpips(fake, np.roll(real, 10, axis=2), real, lm) > 0.01

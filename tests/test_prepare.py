@@ -32,6 +32,10 @@ def _make_source(root: Path) -> Path:
     write_mp4(src / "video" / "bbaz2a.mp4", frames, 25, np.zeros_like(audio), sr)  # silent
     grey = np.full_like(frames, 128)
     write_mp4(src / "video" / "bbaz3a.mp4", grey, 25, audio, sr)  # speech, no face
+    late = frames.copy()
+    late[:20] = 128  # the face appears at 0.8 s
+    write_mp4(src / "video" / "lgwm6a.mp4", late, 25, audio, sr)
+    (src / "transcripts.tsv").write_text("clip\ttranscript\nlgwm6a\tlay green with m six now\n")
     return src
 
 
@@ -71,7 +75,7 @@ def test_discover_reads_align_words_and_names(tmp_path):
 
 def test_prepare_reports_bad_videos_and_keeps_the_rest(prepared):
     cfg, report = prepared
-    assert report["prepared"] == 3 and report["clips"] == 3 and report["skipped"] == 3
+    assert report["prepared"] == 4 and report["clips"] == 4 and report["skipped"] == 3
     why = {s["item"]: s for s in report["skipped_videos"]}
     assert why["s1_bbaz1a"]["kind"] == "video" and "cannot read video" in why["s1_bbaz1a"]["reason"]
     assert why["s1_bbaz2a"]["kind"] == "audio" and "silent" in why["s1_bbaz2a"]["reason"]
@@ -83,7 +87,7 @@ def test_prepare_reports_bad_videos_and_keeps_the_rest(prepared):
 
 def test_prepared_clips_read_like_a_corpus(prepared):
     cfg, _ = prepared
-    clips = Corpus(cfg.out).clips()
+    clips = [c for c in Corpus(cfg.out).clips() if c.clip_id != "s1_lgwm6a"]
     assert sorted(c.clip_id for c in clips) == [f"s1_{n}" for n in GOOD]
     for clip in clips:
         frames, truth, track = clip.frames(), clip.truth(), clip.track()
@@ -97,9 +101,27 @@ def test_prepared_clips_read_like_a_corpus(prepared):
         assert clip.audio_path.is_file() and clip.video_path.is_file()
 
 
+def test_a_face_that_appears_late_starts_the_clip_there(prepared):
+    cfg, report = prepared
+    clip = next(c for c in Corpus(cfg.out).clips() if c.clip_id == "s1_lgwm6a")
+    assert clip.n_frames == 55 and clip.duration == pytest.approx(2.2) and len(clip.frames()) == 55
+    track = clip.track()
+    assert track.duration == pytest.approx(2.2) and track.source == "pocketsphinx"
+    words = json.loads((clip.folder / "words.json").read_text())
+    full = read_grid_align(GRID / "align" / "lgwm6n.align")
+    ref = full[len(full) - len(words):]
+    assert len(words) >= 3 and [w["word"] for w in words] == [w.word for w in ref]  # words said after 0.8 s
+    for got, want in zip(words, ref):  # forced-aligned here, shifted with the frames
+        assert abs(got["start"] - (want.start - 0.8)) < 0.1 and abs(got["end"] - (want.end - 0.8)) < 0.1
+    assert all(0 <= w["start"] < w["end"] <= 2.2 + 1e-6 for w in words)
+    assert any("20 of 75 frames dropped" in n["note"] for n in report["notes"])
+
+
 def test_phones_lie_inside_their_align_words(prepared):
     cfg, _ = prepared
     for clip in Corpus(cfg.out).clips():
+        if clip.clip_id == "s1_lgwm6a":
+            continue
         words = read_grid_align(GRID / "align" / f"{clip.clip_id[3:]}.align")
         speech = [p for p in clip.track().phones if p.symbol != "sil"]
         assert len(speech) >= len(words)
@@ -124,7 +146,7 @@ def test_forced_aligned_words_match_align_files(tmp_path):
 def test_rerun_resumes_without_redoing(prepared):
     cfg, first = prepared
     again = prepare_corpus(cfg, progress=False)
-    assert again["processed"] == 0 and again["resumed"] == 6
+    assert again["processed"] == 0 and again["resumed"] == 7
     assert again["clips"] == first["clips"]
     shutil.rmtree(Path(cfg.out) / "clips" / "s1_lgwm6n")  # a lost clip is made again, alone
     third = prepare_corpus(cfg, progress=False)
@@ -168,6 +190,6 @@ def test_tokenizer_data_reads_a_prepared_corpus(prepared):
     data = TokenizerDataConfig(root=cfg.out, crop_size=32, align="stable", landmark_layout="mediapipe478",
                                frames_per_clip=4)
     frames = load_corpus_frames(data, "train", 4)
-    assert frames.crops.shape == (12, 32, 32, 3)
+    assert frames.crops.shape == (16, 32, 32, 3)
     boxes = frames.mouth_boxes
     assert (boxes[:, 0] > 4).all() and (boxes[:, 2] < 28).all() and (boxes[:, 1] > 12).all()  # mouth in the lower middle

@@ -127,6 +127,7 @@ class ItemWorker:
         from ..faces.tracking import shot_cuts, track_faces
         from ..io import read_video_frames
         from ..phonemes.audio import load_audio, resample
+        from ..phonemes.track import WordSpan
 
         cfg = self.cfg
         if "error" in item.extra:
@@ -180,8 +181,9 @@ class ItemWorker:
         for k, (a, b) in enumerate(segments):
             clip_id = item.item_id if len(segments) == 1 else f"{item.item_id}_{k}"
             t0, t1 = a / cfg.fps, b / cfg.fps
-            seg_track = track if len(segments) == 1 else track.slice(t0, t1)
-            seg_words = None if words is None else [w for w in words if w.start >= t0 - 1e-6 and w.end <= t1 + 1e-6]
+            seg_track = track if (a, b) == (0, n) else track.slice(t0, t1)
+            seg_words = None if words is None else [WordSpan(w.word, w.start - t0, w.end - t0) for w in words
+                                                    if w.start >= t0 - 1e-6 and w.end <= t1 + 1e-6]
             seg_audio = audio[int(round(t0 * SAMPLE_RATE)): int(round(t0 * SAMPLE_RATE)) + int(round((b - a) / cfg.fps * SAMPLE_RATE))]
             entry = write_clip(out, clip_id, frames[a:b], faces.points[a:b], faces.detected[a:b], seg_audio,
                                seg_track, seg_words, cfg)
@@ -197,6 +199,7 @@ class ItemWorker:
         inside them, else forced alignment against the transcript."""
         from ..phonemes.align import get_aligner
         from ..phonemes.align.words import espeak_into_words, phones_into_words
+        from ..phonemes.track import WordSpan
 
         duration = len(audio) / SAMPLE_RATE
         try:
@@ -216,8 +219,6 @@ class ItemWorker:
                 return espeak_into_words(timed, duration, item.lang, "align+espeak"), words, "align+espeak"
             text = item.transcript or " ".join(w.word for w in item.words or ())
             if item.lang == "en":
-                from ..phonemes.track import WordSpan
-
                 track, aligned = self.sphinx(True).align_words(audio, SAMPLE_RATE, text)
                 return track, [WordSpan(w.word, w.start, w.end) for w in aligned], "pocketsphinx"
             aligner = get_aligner("auto")

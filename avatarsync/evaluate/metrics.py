@@ -364,5 +364,5 @@ class IdentityEmbedder:
 def perceptual_metrics_unavailable() -> str:
     """Why LPIPS, FID and FVD are not reported by default."""
     return ("LPIPS, FID and FVD are not reported: they need pretrained backbone weights (VGG/AlexNet for LPIPS, "
-            "Inception for FID, I3D for FVD) that cannot be downloaded here; they are reported only when local "
-            "weight files are passed, and a random backbone is never reported.")
+            "Inception for FID, I3D for FVD) that cannot be downloaded here; LPIPS is reported when a local "
+            "VGG16 weights file is passed (evaluate --lpips-vgg), and a random backbone is never reported.")

@@ -34,6 +34,7 @@ TABLE = (
     ("sharpness_ratio", "mouth sharpness / real's", "{:.2f}", None),
     ("face_found", "frames with a face found", "{:.3f}", True),
     ("csim", "identity cosine (CSIM)", "{:.3f}", True),
+    ("lpips", "face-box LPIPS (VGG)", "{:.3f}", False),
 )
 
 
@@ -49,6 +50,7 @@ class EvaluateConfig:
     csim: bool = True  # identity similarity when dlib's face model is installed
     videos: str | None = None  # folder to write each generated clip (MP4) into
     paste_region: str | None = None  # speak's paste region ("face" or "mouth"); None = the bundle's
+    lpips_vgg: str | None = None  # a local torchvision VGG16 state dict: face-box LPIPS (lpips' own heads)
 
 
 @dataclass
@@ -107,7 +109,28 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def evaluate_clip(pipe, clip, cfg: EvaluateConfig, embedder=None) -> ClipScores:
+def face_lpips(lpips, frames: np.ndarray, real: np.ndarray, real_lm: np.ndarray, every: int = 5) -> float:
+    """Mean LPIPS of the face boxes (resized to 128 px) of every ``every``-th frame."""
+    import cv2
+    import torch
+
+    a, b = [], []
+    for t in range(0, len(real), every):
+        if np.isfinite(real_lm[t]).all():
+            x0, y0, x1, y1 = M.face_box(real_lm[t], real[t].shape)
+            a.append(cv2.resize(frames[t][y0:y1, x0:x1], (128, 128), interpolation=cv2.INTER_AREA))
+            b.append(cv2.resize(real[t][y0:y1, x0:x1], (128, 128), interpolation=cv2.INTER_AREA))
+    if not a:
+        return float("nan")
+
+    def tensor(x):
+        return torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    with torch.no_grad():
+        return float(lpips.net(tensor(a), tensor(b)).mean())
+
+
+def evaluate_clip(pipe, clip, cfg: EvaluateConfig, embedder=None, lpips=None) -> ClipScores:
     """Reenact one clip and score it and the still baseline."""
     from ..faces.tracking import track_faces
     from ..io import read_video_frames
@@ -145,6 +168,9 @@ def evaluate_clip(pipe, clip, cfg: EvaluateConfig, embedder=None) -> ClipScores:
                     box = M.face_box(real_lm[t], real[t].shape)
                     sims.append(M.cosine_similarity(embedder.embed(frames[t], box), embedder.embed(real[t], box)))
             getattr(scores, name)["csim"] = _mean(sims)
+    if lpips is not None:
+        scores.generated["lpips"] = face_lpips(lpips, gen, real, real_lm)
+        scores.still["lpips"] = face_lpips(lpips, still, real, real_lm)
     return scores
 
 
@@ -181,7 +207,14 @@ def evaluate_corpus(cfg: EvaluateConfig, progress: bool = True) -> dict:
     if cfg.videos:
         Path(cfg.videos).mkdir(parents=True, exist_ok=True)
     pipe = Pipeline.from_pretrained(cfg.checkpoint, device=cfg.device)
-    notes = [M.perceptual_metrics_unavailable()]
+    lpips = None
+    if cfg.lpips_vgg:
+        from ..tokenizers.losses import LPIPSLoss
+
+        lpips = LPIPSLoss(cfg.lpips_vgg)
+        notes = ["FID and FVD are not reported: they need Inception / I3D weights that cannot be had here."]
+    else:
+        notes = [M.perceptual_metrics_unavailable()]
     embedder = None
     if cfg.csim:
         reason = M.IdentityEmbedder.available()
@@ -192,7 +225,7 @@ def evaluate_corpus(cfg: EvaluateConfig, progress: bool = True) -> dict:
     results = []
     for clip in tqdm(clips, desc="evaluate", unit="clip", disable=not progress):
         try:
-            results.append(evaluate_clip(pipe, clip, cfg, embedder))
+            results.append(evaluate_clip(pipe, clip, cfg, embedder, lpips))
         except AvatarSyncError as e:
             results.append(ClipScores(clip.clip_id, 0, error=f"{e.problem}" + (f" ({e.hint})" if e.hint else "")))
     done = [r for r in results if not r.error]

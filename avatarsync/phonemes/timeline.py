@@ -52,7 +52,7 @@ class RawPhone:
     group: int = -1
 
 
-def _clean(raw: list[RawPhone], duration: float) -> list[RawPhone]:
+def _clean(raw: list[RawPhone], duration: float, min_pause: float = MIN_PAUSE) -> list[RawPhone]:
     """Normalise names, clamp to [0, duration], merge pauses, absorb short inner pauses."""
     out: list[RawPhone] = []
     for r in raw:
@@ -109,7 +109,7 @@ def _clean(raw: list[RawPhone], duration: float) -> list[RawPhone]:
     final: list[RawPhone] = []
     for i, r in enumerate(out):
         inner = 0 < i < len(out) - 1
-        if r.name == SILENCE and inner and r.end - r.start < MIN_PAUSE:
+        if r.name == SILENCE and inner and r.end - r.start < min_pause:
             out[i + 1].start = r.start
             continue
         final.append(r)
@@ -123,14 +123,18 @@ def assemble_track(
     source: str,
     syllables: list[str] | None = None,
     pvm: PhonemeVisemeMap | None = None,
+    min_pause: float = MIN_PAUSE,
 ) -> tuple[PhonemeTrack, list[int]]:
     """Build a validated track; returns it and each phone's group index.
+
+    ``min_pause``: shorter inner pauses go to the following phone; 0 keeps every pause (word times
+    that must hold exactly, as an alignment file's).
 
     ``syllables``: for Mandarin, the pinyin label of each group; units are then
     one per syllable (its viseme from the PVM), else units equal phones.
     """
     pvm = pvm or default_pvm()
-    phones_raw = _clean(raw, duration)
+    phones_raw = _clean(raw, duration, min_pause)
     phones = [
         PhonemeUnit(r.name, r.start, r.end, REST if r.name == SILENCE else pvm.viseme_of(r.name))
         for r in phones_raw

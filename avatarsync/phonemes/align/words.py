@@ -4,7 +4,8 @@ Word times come from an alignment file (GRID ``.align``), from ASR (WhisperX) or
 aligner. Two ways to fill the words with phones:
 
 - ``phones_into_words``: the phones a forced aligner found inside each word, moved linearly from
-  the aligner's word span onto the given one (every phone lies inside its word);
+  the aligner's word span onto the given one (every phone lies inside its word, and the gaps
+  between words stay pauses, however short);
 - ``espeak_into_words``: the word's phones as espeak-ng says them, each word's synthesized span
   anchored to its time (any language espeak speaks; words without a time are interpolated).
 """
@@ -46,7 +47,7 @@ def phones_into_words(words: Sequence[WordSpan], aligned: Sequence[AlignedWord],
             return w.start + (min(max(t, a.start), a.end) - a.start) / span * (w.end - w.start)
 
         raw += [RawPhone(name, place(s), place(e), g) for name, s, e in a.phones]
-    track, _ = assemble_track(raw, duration, lang, source)
+    track, _ = assemble_track(raw, duration, lang, source, min_pause=0.0)  # the words' own gaps stay
     return track
 
 
