@@ -193,3 +193,24 @@ def test_tokenizer_data_reads_a_prepared_corpus(prepared):
     assert frames.crops.shape == (16, 32, 32, 3)
     boxes = frames.mouth_boxes
     assert (boxes[:, 0] > 4).all() and (boxes[:, 2] < 28).all() and (boxes[:, 1] > 12).all()  # mouth in the lower middle
+
+
+def test_real_openness_from_the_lip_gap_reaches_the_keyframe_cache(prepared, tmp_path):
+    from avatarsync.fkg.data import CacheDataset, build_token_cache
+    from avatarsync.tokenizers import load_tokenizer
+
+    cfg, _ = prepared
+    scale = json.loads((Path(cfg.out) / "corpus.json").read_text())["openness_scale"]["s1"]
+    assert 0.03 < scale < 0.3
+    clip = Corpus(cfg.out).clips()[0]
+    truth = clip.truth()
+    assert truth["openness"].max() == pytest.approx(min(1.0, truth["lip_gap"].max() / scale))
+    assert truth["openness"].min() >= 0 and truth["openness"].max() <= 1
+    tok_dir = Path(__file__).parents[1] / "avatarsync" / "assets" / "default" / "tokenizer"
+    cache = build_token_cache(cfg.out, load_tokenizer(tok_dir).eval(), tmp_path / "cache", tokenizer_path=str(tok_dir),
+                              crop=None)
+    ds = CacheDataset(cache, "train")
+    ex = ds.example(0)
+    assert ex.key_openness is not None and len(ex.key_openness) == len(ex.units)
+    assert ex.key_landmarks is None  # mediapipe points are not the renderer's (pixel-openness metric)
+    assert ex.key_codes.shape[1:] == (16, 16)

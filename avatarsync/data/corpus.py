@@ -15,7 +15,7 @@ Layout::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,10 @@ class CorpusClip:
     duration: float
     size: int
     landmark_layout: str = ""  # layout of truth.npz landmarks, from corpus.json ("" = the reader's default)
+    speaker: str = ""  # real corpora: who speaks
+    # real corpora: the speaker's wide-open lip gap (corpus.json openness_scale); truth() then derives
+    # "openness" (0 closed .. 1 widest, as the procedural truth's) from the measured lip gap
+    openness_scale: float = 0.0
 
     @property
     def folder(self) -> Path:
@@ -54,7 +58,10 @@ class CorpusClip:
 
     def truth(self) -> dict[str, np.ndarray]:
         with np.load(self.folder / "truth.npz") as z:
-            return {k: z[k] for k in z.files}
+            truth = {k: z[k] for k in z.files}
+        if "openness" not in truth and "lip_gap" in truth and self.openness_scale > 0:
+            truth["openness"] = np.clip(truth["lip_gap"] / self.openness_scale, 0.0, 1.0).astype(np.float32)
+        return truth
 
     def track(self) -> PhonemeTrack:
         return PhonemeTrack.load(self.folder / "track.json")
@@ -81,14 +88,17 @@ class Corpus:
             )
         settings = self.root / "corpus.json"
         self.settings: dict = json.loads(settings.read_text()) if settings.is_file() else {}
-        names = {f.name for f in fields(CorpusClip)} - {"root", "landmark_layout"}
+        required = {f.name for f in fields(CorpusClip) if f.default is MISSING} - {"root"}
         layout = str(self.settings.get("landmark_layout", ""))
+        scales = self.settings.get("openness_scale", {})
         self._clips = []
         for line in manifest.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 entry = json.loads(line)
-                self._clips.append(CorpusClip(root=str(self.root), landmark_layout=layout,
-                                              **{k: entry[k] for k in names}))
+                speaker = str(entry.get("speaker", ""))
+                self._clips.append(CorpusClip(root=str(self.root), landmark_layout=layout, speaker=speaker,
+                                              openness_scale=float(scales.get(speaker, 0.0)),
+                                              **{k: entry[k] for k in required}))
 
     def clips(self, split: str | None = None) -> list[CorpusClip]:
         if split is not None and split not in SPLITS:

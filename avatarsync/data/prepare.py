@@ -423,10 +423,22 @@ def write_corpus(out: Path, records: list[dict], cfg: PrepareConfig, run: dict) 
     }
     settings = {"kind": "real", "landmark_layout": LANDMARK_LAYOUT, **asdict(cfg),
                 "speakers": sorted({e["speaker"] for e in entries}),
+                "openness_scale": openness_scales(out, entries),
                 "splits": report["splits"]}
     (out / "corpus.json").write_text(json.dumps(settings, indent=1, ensure_ascii=False))
     (out / "prepare_report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
     return report
+
+
+def openness_scales(out: Path, entries: list[dict], quantile: float = 98.0) -> dict[str, float]:
+    """Each speaker's wide-open lip gap (the ``quantile`` percentile over their detected frames): the
+    gap that reads as openness 1, so a real mouth's openness means what a drawn one's does."""
+    gaps: dict[str, list[np.ndarray]] = {}
+    for e in entries:
+        with np.load(out / "clips" / e["clip_id"] / "truth.npz") as z:
+            gaps.setdefault(e["speaker"], []).append(z["lip_gap"][z["detected"]])
+    return {spk: round(float(np.percentile(np.concatenate(g), quantile)), 5) for spk, g in gaps.items()
+            if sum(map(len, g))}
 
 
 def _count(values) -> dict[str, int]:

@@ -173,15 +173,16 @@ def build_token_cache(corpus_root: str | Path, tokenizer: Any, cache_dir: str | 
         grid = list(codes.shape[1:])
         truth = clip.truth()
         extra = {}
-        if "landmarks" in truth:
-            from ..faces.align import transform_points
+        if "landmarks" in truth and (clip.landmark_layout or crop.landmark_layout) == "procedural":
+            from ..faces.align import transform_points  # the pixel-openness metric reads the renderer's points
 
             extra["key_landmarks"] = np.stack([transform_points(truth["landmarks"][k], prep.matrices[k])
                                                for k in key]).astype(np.float32)
+        if "openness" in truth:  # drawn truth, or a real corpus's measured lip gap (CorpusClip.truth)
+            extra["openness"] = np.asarray(truth["openness"], dtype=np.float32)
         if "viseme" in truth and "openness" in truth:
             extra |= {"mouth_bank": mouth_descriptors(prep.crops, prep.mouth_boxes).astype(np.float16),
-                     "viseme": np.asarray(truth["viseme"]).astype(str),
-                     "openness": np.asarray(truth["openness"], dtype=np.float32)}
+                     "viseme": np.asarray(truth["viseme"]).astype(str)}
         np.savez_compressed(cache / "clips" / f"{clip.clip_id}.npz", ref_codes=codes[0], key_codes=codes[1:],
                             ref_pixels=chosen[0], key_pixels=chosen[1:], key_boxes=prep.mouth_boxes[key], **extra)
         entries.append({"clip_id": clip.clip_id, "split": clip.split, "identity": clip.identity,
