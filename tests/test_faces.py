@@ -267,3 +267,26 @@ def test_mediapipe_on_a_photo_picks_the_largest_of_two_faces():
     with pytest.warns(MultipleFacesWarning):
         chosen = find_face(two, det)
     assert chosen.bbox[2] <= photo.shape[1] + 5  # the big face, on the left
+
+
+def test_mouth_region_paste_changes_only_the_lower_face_and_matches_colour():
+    from avatarsync.faces.align import MOUTH_REGION
+
+    img = smooth_image(480, 640, seed=5)
+    aligned = align_face(img, landmarks_from_five(five_points(320, 220, 80, angle=0.1)), 128)
+    mouth = crop_mask(128, 0.1, "mouth")
+    (cx, cy), _ = MOUTH_REGION
+    assert mouth[int(cy * 128), int(cx * 128)] == 1.0  # the mouth is inside
+    assert mouth[int(0.39 * 128), int(0.37 * 128)] == 0.0  # an eye is not
+    assert mouth[int(0.39 * 128), :].max() == 0.0 and mouth[:, 2].max() == 0.0
+    # a crop that is the portrait's own plus a colour cast: the cast is taken out at the seam
+    cast = np.clip(aligned.crop.astype(int) + [30, -20, 10], 0, 255).astype(np.uint8)
+    out = PasteBack(img, aligned, mask="mouth", match_colour=True)(cast)
+    plain = PasteBack(img, aligned, mask="mouth")(cast)
+    region = cv2.warpAffine(mouth.astype(np.float32), aligned.inverse, (640, 480)) > 0
+    assert np.array_equal(out[~region], img[~region])  # everything else is the portrait's own pixels
+    err_matched = np.abs(out.astype(int) - img.astype(int))[region].mean()
+    err_plain = np.abs(plain.astype(int) - img.astype(int))[region].mean()
+    assert err_matched < 3 < err_plain
+    with pytest.raises(InputError, match="mouth"):
+        crop_mask(32, 0.1, "star")

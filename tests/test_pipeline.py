@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from avatarsync.cli import main
+from avatarsync.errors import InputError
 from avatarsync.io import probe_mp4
 from avatarsync.pipeline import Pipeline
 
@@ -169,3 +170,25 @@ def test_bad_inputs_give_messages_and_no_file(bundle, tmp_path, capsys):
 def test_missing_bundle_is_explained(tmp_path, capsys):
     assert main(["speak", "--text", "hi", "--checkpoint", str(tmp_path), "-o", str(tmp_path / "o.mp4")]) == 2
     assert "pipeline.yaml" in capsys.readouterr().err
+
+
+def test_mouth_paste_region_keeps_the_rest_of_a_real_photo(pipe):
+    """On a real GRID frame (tests/data/grid_s1, CC BY 4.0) only the mouth region changes."""
+    import cv2
+
+    from avatarsync.faces.align import crop_mask
+    from avatarsync.io import read_video_frames
+
+    frames, _ = read_video_frames(Path(__file__).parent / "data" / "grid_s1" / "video" / "bbal7s.mp4")
+    photo = frames[0]
+    res = pipe.speak(text="Bob.", image=photo, out=None, paste_region="mouth")
+    face = pipe.speak(text="Bob.", image=photo, out=None, paste_region="face")
+    _, aligned = pipe.crop(photo)
+    h, w = photo.shape[:2]
+    region = cv2.warpAffine(crop_mask(aligned.size, 0.1, "mouth").astype(np.float32), aligned.inverse, (w, h)) > 0
+    assert region.sum() > 1000
+    for f in res.frames:
+        assert np.array_equal(f[~region], photo[~region])
+    assert any(not np.array_equal(f[~region], photo[~region]) for f in face.frames)  # the whole crop changes
+    with pytest.raises(InputError, match="paste region"):
+        pipe.speak(text="Bob.", out=None, paste_region="hair")
