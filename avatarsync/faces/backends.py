@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -24,6 +27,26 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
             img = img * 255.0
         img = np.clip(np.nan_to_num(img), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(img)
+
+
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block (native libraries' log lines; Python's
+    own stderr object is flushed first and restored after)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured): nothing to silence
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
 
 
 class MediaPipeDetector:
@@ -53,7 +76,13 @@ class MediaPipeDetector:
 
     def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
         img = as_rgb_uint8(image)
-        result = self._load().process(img)
+        fresh = self._mesh is None
+        mesh = self._load()
+        if fresh:  # mediapipe's C++ side logs start-up notes to stderr on a graph's first frame
+            with native_stderr_silenced():
+                result = mesh.process(img)
+        else:
+            result = mesh.process(img)
         faces = []
         h, w = img.shape[:2]
         for face in result.multi_face_landmarks or []:
@@ -63,7 +92,8 @@ class MediaPipeDetector:
 
     def close(self) -> None:
         if self._mesh is not None:
-            self._mesh.close()
+            with native_stderr_silenced():  # its worker threads may still be logging start-up notes
+                self._mesh.close()
             self._mesh = None
 
 
