@@ -4,6 +4,8 @@ with the number of phonemes.
     python bench/speak_speed.py                      # the default architectures, untrained weights
     python bench/speak_speed.py --checkpoint DIR     # a trained bundle
     python bench/speak_speed.py --threads 2 --counts 20 50 100 200
+    python bench/speak_speed.py --checkpoint DIR --image photo.jpg [--paste-region mouth]   # a real photo
+    (--image also takes a video: its first frame, e.g. a prepared GRID clip's video.mp4)
 
 Timings depend on the architecture, not on the weights, so an untrained bundle of the default
 sizes (tokenizer small 2^14 codes, FKG cpu with the shipped bundle's frame window, unit context
@@ -42,6 +44,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--counts", type=int, nargs="+", default=[20, 50, 100, 200], help="phoneme counts to time")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--image", help="portrait photo, or a video whose first frame is the portrait (default: the avatar)")
+    ap.add_argument("--paste-region", choices=["face", "mouth"], help="paste region (default: the bundle's)")
     args = ap.parse_args()
 
     import torch
@@ -60,19 +64,29 @@ def main() -> None:
                                        fkg_window=shipped.get("frame_window"),
                                        fkg_unit_context=bool(shipped.get("unit_context")), guidance=guidance)
     pipe = Pipeline.from_pretrained(folder, device=args.device)
-    pipe.speak(text="Warm up.", out=None)  # first-call costs (library loading) are not per-video costs
+    image = None
+    if args.image:
+        from avatarsync.io import read_video_frames
+        from avatarsync.pipeline import read_image
+
+        image = (read_video_frames(args.image)[0][0] if Path(args.image).suffix.lower() in (".mp4", ".mov", ".mkv")
+                 else read_image(args.image))
+    opts = {"image": image, "paste_region": args.paste_region}
+    pipe.speak(text="Warm up.", out=None, **opts)  # first-call costs (library loading) are not per-video costs
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.counts:
             text = sentence_with_units(pipe, count)
             t0 = time.perf_counter()
-            res = pipe.speak(text=text, out=Path(tmp) / f"{count}.mp4")
+            res = pipe.speak(text=text, out=Path(tmp) / f"{count}.mp4", **opts)
             wall = time.perf_counter() - t0
             rows.append((count, len(res.track.units), res.duration, res.timings, wall))
 
     print(f"device {args.device}, {args.threads} thread(s), crop {pipe.info.crop_size} px, "
-          f"bundle {'untrained default sizes' if args.checkpoint is None else folder}")
+          f"bundle {'untrained default sizes' if args.checkpoint is None else folder}, portrait "
+          f"{'the avatar' if image is None else f'{args.image} ({image.shape[1]}x{image.shape[0]})'}, "
+          f"paste region {args.paste_region or pipe.info.paste_region}")
     print("\nseconds of compute per second of video, per stage")
     head = f"{'units':>6}{'video s':>9}" + "".join(f"{s:>15}" for s in STAGES) + f"{'total':>9}"
     print(head)

@@ -15,4 +15,4 @@ A=.venv/bin/avatarsync
 [ -f runs/fkg_finetune/final/model.safetensors ] || $A train fkg --config recipes/fkg_default_finetune.yaml
 [ -f runs/decoder/final/model.safetensors ] || $A train decoder --config recipes/decoder_default.yaml
 [ -f runs/interp/final/model.safetensors ] || $A train interp --config recipes/interp_default.yaml
-$A bundle --tokenizer runs/decoder/final --fkg runs/fkg_finetune/final --interp runs/interp/final --guidance 2 --keyframe-decode expected --out avatarsync/assets/default
+$A bundle --tokenizer runs/decoder/final --fkg runs/fkg_finetune/final --interp runs/interp/final --guidance 2 --keyframe-decode expected --paste-region mouth --out avatarsync/assets/default
