@@ -29,6 +29,7 @@ import shutil
 import time
 import traceback
 import zlib
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -399,14 +400,10 @@ def write_corpus(out: Path, records: list[dict], cfg: PrepareConfig, run: dict) 
     processed = [r for r in records if "seconds" in r]
     seconds = sum(e["duration"] for e in entries)
     skipped = [r for r in records if r.get("status") != "ok"]
-    kinds: dict[str, int] = {}
-    for r in skipped:
-        kinds[r.get("kind") or "other"] = kinds.get(r.get("kind") or "other", 0) + 1
     compute = sum(r["seconds"] for r in processed)
-    stages: dict[str, float] = {}
+    stages: Counter[str] = Counter()
     for r in processed:
-        for k, v in r.get("stages", {}).items():
-            stages[k] = stages.get(k, 0.0) + v
+        stages.update(r.get("stages", {}))
     report = {
         "source": str(cfg.src), "layout": cfg.layout, "videos": len(records),
         "prepared": len(records) - len(skipped), "skipped": len(skipped), "clips": len(entries),
@@ -414,8 +411,8 @@ def write_corpus(out: Path, records: list[dict], cfg: PrepareConfig, run: dict) 
         "compute_seconds_per_minute_of_video": round(compute / max(seconds, 1e-9) * 60, 2),
         "stage_seconds_per_minute_of_video": {k: round(v / max(seconds, 1e-9) * 60, 2) for k, v in stages.items()},
         "splits": {s: sum(1 for e in entries if e["split"] == s) for s in ("train", "val", "test")},
-        "track_sources": _count(e["track_source"] for e in entries),
-        "skipped_by_kind": kinds,
+        "track_sources": dict(Counter(e["track_source"] for e in entries)),
+        "skipped_by_kind": dict(Counter(r.get("kind") or "other" for r in skipped)),
         "skipped_videos": [{"item": r["item"], "video": r["video"], "kind": r.get("kind", ""),
                             "reason": r.get("reason", "")} for r in skipped],
         "notes": [{"item": r["item"], "note": n} for r in records for n in r.get("notes", [])],
@@ -439,10 +436,3 @@ def openness_scales(out: Path, entries: list[dict], quantile: float = 98.0) -> d
             gaps.setdefault(e["speaker"], []).append(z["lip_gap"][z["detected"]])
     return {spk: round(float(np.percentile(np.concatenate(g), quantile)), 5) for spk, g in gaps.items()
             if sum(map(len, g))}
-
-
-def _count(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out
