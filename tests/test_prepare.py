@@ -214,3 +214,32 @@ def test_real_openness_from_the_lip_gap_reaches_the_keyframe_cache(prepared, tmp
     assert ex.key_openness is not None and len(ex.key_openness) == len(ex.units)
     assert ex.key_landmarks is None  # mediapipe points are not the renderer's (pixel-openness metric)
     assert ex.key_codes.shape[1:] == (16, 16)
+
+
+def test_folder_and_cmlr_layouts(tmp_path):
+    """A person's own recordings (folder of videos + NAME.txt) and CMLR's video/ + text/ tree."""
+    own = tmp_path / "own" / "me"
+    own.mkdir(parents=True)
+    shutil.copy(GRID / "video" / "bbal7s.mp4", own / "take1.mp4")
+    (own / "take1.txt").write_text("bin blue at l seven soon\n")
+    shutil.copy(GRID / "video" / "lgwm6n.mp4", own / "take2.mov")  # any container ffmpeg reads; no transcript
+    items = {it.item_id: it for it in discover(tmp_path / "own", "folder")}
+    assert items["me_take1"].transcript == "bin blue at l seven soon" and items["me_take1"].speaker == "me"
+    assert items["me_take2"].transcript is None
+    cfg = PrepareConfig(src=str(tmp_path / "own"), out=str(tmp_path / "own_corpus"), layout="folder", size=32,
+                        split="train")
+    report = prepare_corpus(cfg, progress=False)
+    assert report["clips"] == 1 and report["skipped_videos"][0]["item"] == "me_take2"
+    assert "no transcript" in report["skipped_videos"][0]["reason"]
+    assert Corpus(cfg.out).clips()[0].track().source == "pocketsphinx"
+
+    cmlr = tmp_path / "cmlr"
+    (cmlr / "video" / "s2" / "20170121").mkdir(parents=True)
+    (cmlr / "text" / "s2" / "20170121").mkdir(parents=True)
+    shutil.copy(GRID / "video" / "pwad2n.mp4", cmlr / "video" / "s2" / "20170121" / "section_1_000.45_003.81.mp4")
+    (cmlr / "text" / "s2" / "20170121" / "section_1_000.45_003.81.txt").write_text("和平与发展\nhe2 ping2\n",
+                                                                                  encoding="utf-8")
+    (item,) = discover(cmlr, "cmlr")
+    assert item.lang == "zh" and item.speaker == "s2" and item.transcript == "和平与发展"
+    with pytest.raises(InputError, match="video/"):
+        discover(tmp_path / "own", "cmlr")

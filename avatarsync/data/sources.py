@@ -159,7 +159,7 @@ def _cmlr_items(src: Path, lang: str, speaker: str | None) -> list[SourceItem]:
     items = []
     for video in _videos(vdir):
         rel = video.relative_to(vdir).with_suffix("")
-        txt = src / "text" / rel.with_suffix(".txt")
+        txt = (src / "text" / video.relative_to(vdir)).with_suffix(".txt")  # CMLR names hold dots: 000.45_003.81
         transcript = None
         if txt.is_file():
             lines = txt.read_text(encoding="utf-8", errors="replace").splitlines()
