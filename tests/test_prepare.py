@@ -243,3 +243,14 @@ def test_folder_and_cmlr_layouts(tmp_path):
     assert item.lang == "zh" and item.speaker == "s2" and item.transcript == "和平与发展"
     with pytest.raises(InputError, match="video/"):
         discover(tmp_path / "own", "cmlr")
+
+
+@pytest.mark.timeout(180)
+def test_parallel_workers_after_mediapipe_ran_here(prepared, tmp_path):
+    """Workers are spawned, not forked: this process already holds mediapipe's threads (the fixture)."""
+    cfg = PrepareConfig(src=str(GRID), out=str(tmp_path / "par"), speaker="s1", size=32, split="train", workers=2)
+    report = prepare_corpus(cfg, progress=False)
+    assert report["clips"] == 3 and report["skipped"] == 0
+    one, _ = prepared
+    for clip in Corpus(cfg.out).clips():  # the same tracks as the one-worker run
+        assert clip.track().to_dict() == next(c for c in Corpus(one.out).clips() if c.clip_id == clip.clip_id).track().to_dict()

@@ -24,6 +24,7 @@ Nothing stops the run: a video that cannot be used is skipped, and why goes to
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -371,7 +372,10 @@ def prepare_corpus(cfg: PrepareConfig, progress: bool = True) -> dict:
         bar.update(1)
 
     if cfg.workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=cfg.workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+        # spawn, not fork: a process that already ran mediapipe or torch holds threads a fork would copy locked
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(cfg,)) as pool:
             for record in pool.map(_work, todo, chunksize=1):
                 keep(record)
     else:
