@@ -117,7 +117,7 @@ class ItemWorker:
         except Skip as s:
             record.update(status="skipped", kind=s.kind, reason=s.reason)
         except AvatarSyncError as e:
-            record.update(status="skipped", kind="input", reason=f"{e.problem}" + (f" ({e.hint})" if e.hint else ""))
+            record.update(status="skipped", kind="input", reason=str(e))
         except Exception as e:  # a bug or an unforeseen file: report it, lose nothing else
             record.update(status="skipped", kind="error", reason=f"{type(e).__name__}: {e}",
                           traceback=traceback.format_exc(limit=4))

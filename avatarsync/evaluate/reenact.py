@@ -21,20 +21,20 @@ from ..errors import AvatarSyncError, InputError
 from . import metrics as M
 
 SYSTEMS = ("generated", "still")
-# (key, label, format, higher is better) of the pooled table
+# (key, label, format) of the pooled table
 TABLE = (
-    ("face_psnr", "face-box PSNR (dB)", "{:.2f}", True),
-    ("face_ssim", "face-box SSIM", "{:.3f}", True),
-    ("mouth_psnr", "mouth-box PSNR (dB)", "{:.2f}", True),
-    ("mouth_ssim", "mouth-box SSIM", "{:.3f}", True),
-    ("mouth_lmd", "mouth LMD (px, shape)", "{:.2f}", False),
-    ("lip_gap_r", "lip-gap r (lag 0, pooled)", "{:.3f}", True),
-    ("lip_gap_best_r", "lip-gap r at best lag (mean)", "{:.3f}", True),
-    ("best_lag", "best lag (frames, median)", "{:+.0f}", None),
-    ("sharpness_ratio", "mouth sharpness / real's", "{:.2f}", None),
-    ("face_found", "frames with a face found", "{:.3f}", True),
-    ("csim", "identity cosine (CSIM)", "{:.3f}", True),
-    ("lpips", "face-box LPIPS (VGG)", "{:.3f}", False),
+    ("face_psnr", "face-box PSNR (dB)", "{:.2f}"),
+    ("face_ssim", "face-box SSIM", "{:.3f}"),
+    ("mouth_psnr", "mouth-box PSNR (dB)", "{:.2f}"),
+    ("mouth_ssim", "mouth-box SSIM", "{:.3f}"),
+    ("mouth_lmd", "mouth LMD (px, shape)", "{:.2f}"),
+    ("lip_gap_r", "lip-gap r (lag 0, pooled)", "{:.3f}"),
+    ("lip_gap_best_r", "lip-gap r at best lag (mean)", "{:.3f}"),
+    ("best_lag", "best lag (frames, median)", "{:+.0f}"),
+    ("sharpness_ratio", "mouth sharpness / real's", "{:.2f}"),
+    ("face_found", "frames with a face found", "{:.3f}"),
+    ("csim", "identity cosine (CSIM)", "{:.3f}"),
+    ("lpips", "face-box LPIPS (VGG)", "{:.3f}"),
 )
 
 
@@ -99,10 +99,15 @@ def frame_scores(frames: np.ndarray, real: np.ndarray, real_lm: np.ndarray, foun
         gap, real_gap = M.lip_gap(lm), M.lip_gap(real_lm)
         r0, best, lag = M.lagged_pearson(gap, real_gap)
         out |= {"mouth_lmd": M.mouth_lmd(lm, real_lm), "lip_gap_r": r0, "lip_gap_best_r": best, "best_lag": lag,
-                "lip_gap": [None if not np.isfinite(v) else round(float(v), 5) for v in gap]}
+                "lip_gap": _json_series(gap)}
     if found is not None:
         out["face_found"] = M.face_found_fraction(found)
     return out
+
+
+def _json_series(values: np.ndarray) -> list[float | None]:
+    """A per-frame series as JSON numbers (None where NaN)."""
+    return [None if not np.isfinite(v) else round(float(v), 5) for v in values]
 
 
 def _mean(values: list[float]) -> float:
@@ -158,8 +163,7 @@ def evaluate_clip(pipe, clip, cfg: EvaluateConfig, embedder=None, lpips=None) ->
     scores.generated = frame_scores(gen, real, real_lm, tracked.detected, tracked.points)
     scores.still = frame_scores(still, real, real_lm, np.ones(n, bool), still_lm)
     scores.still |= {"lip_gap_r": 0.0, "lip_gap_best_r": 0.0, "best_lag": 0}  # a still mouth follows nothing
-    scores.generated["real_lip_gap"] = [None if not np.isfinite(v) else round(float(v), 5)
-                                        for v in M.lip_gap(real_lm)]
+    scores.generated["real_lip_gap"] = _json_series(M.lip_gap(real_lm))
     if embedder is not None:
         for name, frames in (("generated", gen), ("still", still)):
             sims = []
@@ -227,7 +231,7 @@ def evaluate_corpus(cfg: EvaluateConfig, progress: bool = True) -> dict:
         try:
             results.append(evaluate_clip(pipe, clip, cfg, embedder, lpips))
         except AvatarSyncError as e:
-            results.append(ClipScores(clip.clip_id, 0, error=f"{e.problem}" + (f" ({e.hint})" if e.hint else "")))
+            results.append(ClipScores(clip.clip_id, 0, error=str(e)))
     done = [r for r in results if not r.error]
     video_s = sum(r.frames for r in done) / clips[0].fps
     report = {
@@ -245,7 +249,7 @@ def format_table(report: dict) -> str:
     gen, still = report["pooled"]["generated"], report["pooled"]["still"]
     lines = [f"| figure ({report['clips_scored']} clips, {report['config']['split']} split) | generated | still first frame |",
              "|---|---|---|"]
-    for key, label, fmt, _ in TABLE:
+    for key, label, fmt in TABLE:
         if key not in gen and key not in still:
             continue
         cell = [fmt.format(d[key]) if key in d and np.isfinite(d[key]) else "-" for d in (gen, still)]

@@ -149,7 +149,7 @@ def build_token_cache(corpus_root: str | Path, tokenizer: Any, cache_dir: str | 
     metric needs: each frame's mouth descriptor, viseme and openness."""
     from ..data.corpus import Corpus
     from ..tokenizers import token_fingerprint
-    from ..tokenizers.data import prepare_clip
+    from ..tokenizers.data import clip_layout, prepare_clip
     from .metrics import mouth_descriptors
 
     crop = crop or crop_config(str(corpus_root), tokenizer_path)
@@ -173,7 +173,7 @@ def build_token_cache(corpus_root: str | Path, tokenizer: Any, cache_dir: str | 
         grid = list(codes.shape[1:])
         truth = clip.truth()
         extra = {}
-        if "landmarks" in truth and (clip.landmark_layout or crop.landmark_layout) == "procedural":
+        if "landmarks" in truth and clip_layout(clip, crop) == "procedural":
             from ..faces.align import transform_points  # the pixel-openness metric reads the renderer's points
 
             extra["key_landmarks"] = np.stack([transform_points(truth["landmarks"][k], prep.matrices[k])

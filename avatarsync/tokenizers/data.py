@@ -155,11 +155,16 @@ def clip_faces(landmarks: np.ndarray | None, layout: str) -> list[FaceLandmarks]
         return None
 
 
+def clip_layout(clip, cfg: TokenizerDataConfig) -> str:
+    """The layout of a clip's truth landmarks: its corpus's (corpus.json), else ``cfg.landmark_layout``."""
+    return clip.landmark_layout or cfg.landmark_layout
+
+
 def prepare_clip(clip, cfg: TokenizerDataConfig, frames_per_clip: int = 0) -> PreparedFrames:
     """Prepared frames of one ``CorpusClip`` (evenly spaced ``frames_per_clip`` of them; 0 = all)."""
     frames = clip.frames()
     keep = _pick(len(frames), frames_per_clip)
-    layout = getattr(clip, "landmark_layout", "") or cfg.landmark_layout
+    layout = clip_layout(clip, cfg)
     faces = clip_faces(clip.truth().get("landmarks"), layout)
     if cfg.align != "none" and faces is None:
         raise InputError(f"clip {clip.clip_id}: cannot read its truth landmarks with layout "
