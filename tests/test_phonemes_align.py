@@ -28,9 +28,12 @@ SENTENCES = [
 
 @pytest.fixture(autouse=True)
 def no_whisperx(monkeypatch):
-    """Tests run as if whisperx were absent unless they inject the fake."""
+    """Tests run as if whisperx and faster-whisper were absent unless they inject a fake
+    (the offline ASR backend has its own tests: tests/test_phonemes_asr.py)."""
     monkeypatch.setitem(sys.modules, "whisperx", None)
-    for k in ("AVATARSYNC_WHISPERX_MODEL", "AVATARSYNC_WHISPERX_ALIGN_MODEL", "AVATARSYNC_WHISPERX_MODEL_DIR"):
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)
+    for k in ("AVATARSYNC_WHISPERX_MODEL", "AVATARSYNC_WHISPERX_ALIGN_MODEL", "AVATARSYNC_WHISPERX_MODEL_DIR",
+              "AVATARSYNC_ASR_MODEL"):
         monkeypatch.delenv(k, raising=False)
 
 

@@ -19,8 +19,11 @@ ACCEPT = "Peace and development are the themes"
 
 @pytest.fixture(autouse=True)
 def no_whisperx(monkeypatch):
+    """As if whisperx and faster-whisper were absent (the offline ASR path: tests/test_phonemes_asr.py)."""
     monkeypatch.setitem(sys.modules, "whisperx", None)
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)
     monkeypatch.delenv("AVATARSYNC_WHISPERX_ALIGN_MODEL", raising=False)
+    monkeypatch.delenv("AVATARSYNC_ASR_MODEL", raising=False)
 
 
 def _run(capsys, *argv):

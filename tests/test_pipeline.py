@@ -192,3 +192,33 @@ def test_mouth_paste_region_keeps_the_rest_of_a_real_photo(pipe):
     assert any(not np.array_equal(f[~region], photo[~region]) for f in face.frames)  # the whole crop changes
     with pytest.raises(InputError, match="paste region"):
         pipe.speak(text="Bob.", out=None, paste_region="hair")
+
+
+def test_warp_render_on_a_real_photo_and_its_errors(bundle, tmp_path, capsys):
+    """A bundle with a mouth-motion model warps a photo (render auto); one without explains itself."""
+    from avatarsync.io import read_video_frames
+    from avatarsync.untrained import make_untrained_bundle
+
+    frames, _ = read_video_frames(Path(__file__).parent / "data" / "grid_s1" / "video" / "bbal7s.mp4")
+    photo = frames[0]
+    with_mouth = Pipeline.from_pretrained(make_untrained_bundle(tmp_path / "m", mouth=True), device="cpu")
+    res = with_mouth.speak(text="Bob.", image=photo, out=tmp_path / "w.mp4")
+    assert list(res.timings) == ["phonemes", "crop", "motion", "render", "mux"]
+    info = probe_mp4(tmp_path / "w.mp4")
+    assert info["video_frames"] == len(res.frames) == round(res.track.duration * 25)
+    assert abs(info["audio_duration"] - info["video_duration"]) <= 1 / 25
+    assert res.frames.shape[1:] == photo.shape
+    assert with_mouth.speak(text="Bob.", out=None).timings.keys() >= {"keyframes", "decode"}  # the avatar: tokens
+    tokens = with_mouth.speak(text="Bob.", image=photo, out=None, render="tokens")
+    assert "keyframes" in tokens.timings
+    plain = Pipeline.from_pretrained(bundle, device="cpu")
+    with pytest.raises(Exception, match="mouth-motion"):
+        plain.speak(text="Bob.", image=photo, out=None, render="warp")
+    with pytest.raises(InputError, match="unknown render"):
+        plain.speak(text="Bob.", out=None, render="paint")
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "p.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    assert main(["speak", "--text", "Bob.", "--image", str(tmp_path / "p.png"), "--checkpoint", str(bundle),
+                 "--render", "warp", "-o", str(tmp_path / "x.mp4"), "--quiet"]) == 2
+    assert "mouth-motion" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()

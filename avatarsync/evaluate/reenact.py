@@ -2,7 +2,10 @@
 drives ``Pipeline.speak``, and the output is compared with the real frames, beside the still first
 frame as the baseline.
 
-Boxes come from the real frame's mediapipe landmarks, in the original frames. Generated frames go
+Boxes come from the real frame's mediapipe landmarks, in the original frames; the box figures are
+given twice: against the real frames as they are, and with the real head motion removed
+(``stabilized``: each real frame moved into the first frame's pose), since a portrait's head does
+not follow the speaker's. Generated frames go
 through the same landmark tracker (``faces.tracking.track_faces``) as the real ones were.
 Works on a prepared real corpus (``avatarsync prepare``) and on a procedural one (``synth-data``;
 its frames are tracked here).
@@ -32,6 +35,10 @@ TABLE = (
     ("lip_gap_best_r", "lip-gap r at best lag (mean)", "{:.3f}"),
     ("best_lag", "best lag (frames, median)", "{:+.0f}"),
     ("sharpness_ratio", "mouth sharpness / real's", "{:.2f}"),
+    ("stab_face_psnr", "face-box PSNR, head motion removed (dB)", "{:.2f}"),
+    ("stab_face_ssim", "face-box SSIM, head motion removed", "{:.3f}"),
+    ("stab_mouth_psnr", "mouth-box PSNR, head motion removed (dB)", "{:.2f}"),
+    ("stab_mouth_ssim", "mouth-box SSIM, head motion removed", "{:.3f}"),
     ("face_found", "frames with a face found", "{:.3f}"),
     ("csim", "identity cosine (CSIM)", "{:.3f}"),
     ("lpips", "face-box LPIPS (VGG)", "{:.3f}"),
@@ -50,6 +57,7 @@ class EvaluateConfig:
     csim: bool = True  # identity similarity when dlib's face model is installed
     videos: str | None = None  # folder to write each generated clip (MP4) into
     paste_region: str | None = None  # speak's paste region ("face" or "mouth"); None = the bundle's
+    render: str | None = None  # speak's render ("auto", "tokens" or "warp"); None = the bundle's
     lpips_vgg: str | None = None  # a local torchvision VGG16 state dict: face-box LPIPS (lpips' own heads)
 
 
@@ -77,9 +85,32 @@ def real_landmarks(clip, frames: np.ndarray) -> np.ndarray:
     return track_faces(frames).points
 
 
-def frame_scores(frames: np.ndarray, real: np.ndarray, real_lm: np.ndarray, found: np.ndarray | None = None,
-                 lm: np.ndarray | None = None) -> dict:
-    """Box PSNR/SSIM, mouth LMD, lip-gap series, sharpness of ``frames`` against ``real`` (same length)."""
+# points that move with the head, not with speech: eye corners, brows, nose, forehead
+RIGID_POINTS = (33, 133, 263, 362, 70, 300, 105, 334, 46, 276, 168, 6, 197, 195, 5, 4, 1, 2, 98, 327, 10, 151, 9, 8)
+
+
+def stabilized(real: np.ndarray, real_lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The real frames and landmarks moved into the first frame's head pose (a similarity transform
+    per frame fitted on ``RIGID_POINTS``), so a portrait that does not move its head is compared on
+    what speech changes. Frames without landmarks are left as they are."""
+    import cv2
+
+    out, lm = real.copy(), real_lm.copy()
+    ref = real_lm[0][list(RIGID_POINTS)].astype(np.float32)
+    h, w = real.shape[1:3]
+    for t in range(1, len(real)):
+        if not np.isfinite(real_lm[t]).all():
+            continue
+        m, _ = cv2.estimateAffinePartial2D(real_lm[t][list(RIGID_POINTS)].astype(np.float32), ref, method=cv2.LMEDS)
+        if m is None:
+            continue
+        out[t] = cv2.warpAffine(real[t], m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        lm[t] = real_lm[t] @ m[:, :2].T + m[:, 2]
+    return out, lm
+
+
+def box_scores(frames: np.ndarray, real: np.ndarray, real_lm: np.ndarray, prefix: str = "") -> dict:
+    """Face- and mouth-box PSNR/SSIM (boxes of the real frame's landmarks) and mouth sharpness."""
     face_p, face_s, mouth_p, mouth_s, sharp = [], [], [], [], []
     for t in range(len(real)):
         if not np.isfinite(real_lm[t]).all():
@@ -94,7 +125,18 @@ def frame_scores(frames: np.ndarray, real: np.ndarray, real_lm: np.ndarray, foun
         if ref > 0:
             sharp.append(M.laplacian_sharpness(frames[t], mb) / ref)
     out = {"face_psnr": _mean(face_p), "face_ssim": _mean(face_s), "mouth_psnr": _mean(mouth_p),
-           "mouth_ssim": _mean(mouth_s), "sharpness_ratio": _mean(sharp)}
+           "mouth_ssim": _mean(mouth_s)}
+    if not prefix:
+        out["sharpness_ratio"] = _mean(sharp)
+    return {prefix + k: v for k, v in out.items()}
+
+
+def frame_scores(frames: np.ndarray, real: np.ndarray, real_lm: np.ndarray, found: np.ndarray | None = None,
+                 lm: np.ndarray | None = None) -> dict:
+    """Box PSNR/SSIM, mouth LMD, lip-gap series, sharpness of ``frames`` against ``real`` (same length),
+    and the box figures again against the real frames with their head motion removed (``stab_``)."""
+    out = box_scores(frames, real, real_lm)
+    out |= box_scores(frames, *stabilized(real, real_lm), prefix="stab_")
     if lm is not None:
         gap, real_gap = M.lip_gap(lm), M.lip_gap(real_lm)
         r0, best, lag = M.lagged_pearson(gap, real_gap)
@@ -147,7 +189,7 @@ def evaluate_clip(pipe, clip, cfg: EvaluateConfig, embedder=None, lpips=None) ->
     t0 = time.perf_counter()
     result = pipe.speak(audio=clip.audio_path, transcript=(clip.text or None) if cfg.use_transcript else None,
                         image=real[0], out=None, lang=clip.lang, seed=cfg.seed,
-                        paste_region=cfg.paste_region)
+                        paste_region=cfg.paste_region, render=cfg.render)
     compute = time.perf_counter() - t0
     gen = result.frames
     n = min(len(gen), len(real))

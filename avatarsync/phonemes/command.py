@@ -27,17 +27,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speech.add_argument("--save-wav", metavar="PATH", help="also write the synthesized speech as a WAV file")
     al = parser.add_argument_group("audio input (alignment)")
     tr = al.add_mutually_exclusive_group()
-    tr.add_argument("--transcript", help="what is said in the audio (needed by pocketsphinx and espeak aligners)")
+    tr.add_argument("--transcript", help="what is said in the audio (needed by pocketsphinx and espeak aligners; "
+                                         "without it the offline Whisper recognizer supplies the words)")
     tr.add_argument("--transcript-file", metavar="PATH", help="read the transcript from a UTF-8 text file")
-    al.add_argument("--aligner", default="auto", choices=["auto", "whisperx", "pocketsphinx", "espeak"],
+    al.add_argument("--aligner", default="auto", choices=["auto", "whisperx", "pocketsphinx", "whisper", "espeak"],
                     help="alignment backend; auto picks the best available and reports it on stderr")
+    al.add_argument("--asr-model", metavar="DIR", default=None,
+                    help="CTranslate2 Whisper folder for the whisper aligner (env AVATARSYNC_ASR_MODEL; "
+                         "default: the installed multilingual Whisper base)")
     al.add_argument("--whisperx-model", metavar="NAME_OR_PATH", default=None,
                     help="local faster-whisper ASR model for whisperx (env AVATARSYNC_WHISPERX_MODEL)")
     al.add_argument("--whisperx-align-model", metavar="NAME_OR_PATH", default=None,
                     help="local wav2vec2 alignment model for whisperx (env AVATARSYNC_WHISPERX_ALIGN_MODEL)")
     al.add_argument("--whisperx-model-dir", metavar="PATH", default=None,
                     help="cache folder holding the whisperx models (env AVATARSYNC_WHISPERX_MODEL_DIR)")
-    al.add_argument("--device", default="cpu", help="torch device for whisperx, e.g. cpu or cuda")
+    al.add_argument("--device", default="cpu", help="device for whisperx and the whisper recognizer, e.g. cpu or cuda")
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the whole track as JSON instead of a table")
     out.add_argument("--level", choices=["units", "phones"], default="units",
@@ -88,7 +92,7 @@ def _from_audio(args: argparse.Namespace) -> PhonemeTrack:
     audio, sr = load_audio(args.audio)
     opts = {"device": args.device}
     for key, val in (("asr_model", args.whisperx_model), ("align_model", args.whisperx_align_model),
-                     ("model_dir", args.whisperx_model_dir)):
+                     ("model_dir", args.whisperx_model_dir), ("asr_model_dir", args.asr_model)):
         if val:
             opts[key] = val
     if args.voice:
@@ -96,10 +100,33 @@ def _from_audio(args: argparse.Namespace) -> PhonemeTrack:
     aligner = get_aligner(args.aligner, **opts)
     track = aligner.align(audio, sr, transcript, lang)
     used = getattr(aligner, "used", None) or track.source
-    print(f"aligner: {used}" + (f" (auto; skipped {'; '.join(aligner.notes)})"
+    print(f"aligner: {used}" + (f" (auto; {'; '.join(aligner.notes)})"
                                  if args.aligner == "auto" and getattr(aligner, "notes", None) else ""),
           file=sys.stderr)
-    return track
+    heard = recognized(aligner) if transcript is None else None
+    return track, heard
+
+
+def recognized(aligner) -> dict | None:
+    """What the speech recognizer heard and the final word times (None when no recognizer ran)."""
+    backend = getattr(aligner, "_instances", {}).get(getattr(aligner, "used", None), aligner)
+    rec = getattr(backend, "recognition", None)
+    if rec is None:
+        return None
+    return {"text": rec.text, "language": rec.language, "language_probability": round(rec.language_probability, 3),
+            "method": getattr(backend, "method", ""),
+            "words": [{"word": w.word, "start": w.start, "end": w.end} for w in getattr(backend, "words", [])]}
+
+
+def format_words(heard: dict) -> str:
+    """The recognized words as a fixed-width table (word, start, end) under a line saying what was heard."""
+    words = heard["words"]
+    width = max([len("word")] + [len(w["word"]) for w in words])
+    lines = [f"{'#':>4}  {'word':<{width}}  {'start':>7}  {'end':>7}"]
+    lines += [f"{i:>4}  {w['word']:<{width}}  {w['start']:7.3f}  {w['end']:7.3f}" for i, w in enumerate(words)]
+    lines.append(f"# {len(words)} words recognized ({heard['language']}, p {heard['language_probability']:.2f}): "
+                 f"{heard['text']!r}; timed by {heard['method']}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,9 +140,9 @@ def run(args: argparse.Namespace) -> int:
         from .pvm import load_pvm
 
         pvm = load_pvm(args.pvm)
-    syn = None
+    syn, heard = None, None
     if args.audio is not None:
-        track = _from_audio(args)
+        track, heard = _from_audio(args)
     else:
         track, syn = _from_text(args)
     if pvm is not None:
@@ -130,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
     if args.save_wav and syn is not None:
         write_wav(args.save_wav, syn.audio, syn.sample_rate)
     if args.json:
-        print(json.dumps(track.to_dict(), ensure_ascii=False))
+        print(json.dumps({**track.to_dict(), **({"recognized": heard} if heard else {})}, ensure_ascii=False))
     else:
+        if heard:
+            print(format_words(heard) + "\n")
         print(format_table(track, args.level))
     return 0

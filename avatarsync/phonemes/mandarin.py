@@ -160,3 +160,84 @@ def syllables_by_token(tokens: list[str]) -> list[list[str]]:
         elif kind == "latin":
             out[owner[m.start()]].append(tok.lower().replace("ü", "v").replace("ê", "e"))
     return out
+
+
+def to_simplified(text: str) -> str:
+    """Traditional characters to Simplified (OpenCC's t2s tables, pure Python); others unchanged.
+
+    Whisper writes Mandarin mostly in Traditional characters; pypinyin reads both, but transcripts
+    and the units shown to users are Simplified.
+    """
+    global _T2S
+    if _T2S is None:
+        try:
+            from opencc import OpenCC
+        except ImportError as e:
+            from ..errors import BackendUnavailable
+
+            raise BackendUnavailable("opencc-python-reimplemented is not installed (Traditional -> Simplified)",
+                                     "pip install opencc-python-reimplemented (scripts/setup.sh does)") from e
+        _T2S = OpenCC("t2s")
+    return _T2S.convert(text)
+
+
+_T2S = None
+_PY_INITIALS = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "r", "z",
+                "c", "s")
+INITIAL_IPA = {
+    "b": "p", "p": "pʰ", "m": "m", "f": "f", "d": "t", "t": "tʰ", "n": "n", "l": "l", "g": "k", "k": "kʰ",
+    "h": "x", "j": "tɕ", "q": "tɕʰ", "x": "ɕ", "zh": "tʂ", "ch": "tʂʰ", "sh": "ʂ", "r": "ʐ", "z": "ts",
+    "c": "tsʰ", "s": "s",
+}
+# final -> (vowel part, nasal coda) in the IPA espeak-ng's Mandarin voice writes (so the PVM maps them alike)
+FINAL_IPA: dict[str, tuple[str, str]] = {
+    "a": ("a", ""), "o": ("o", ""), "e": ("ɤ", ""), "ê": ("ɛ", ""), "er": ("ər", ""), "ai": ("ai", ""),
+    "ei": ("ei", ""), "ao": ("au", ""), "ou": ("ou", ""), "an": ("a", "n"), "en": ("ə", "n"), "ang": ("ɑ", "ŋ"),
+    "eng": ("ə", "ŋ"), "ong": ("ʊŋ", ""), "i": ("i", ""), "ia": ("iɑ", ""), "ie": ("iɛ", ""), "iao": ("iɑu", ""),
+    "iu": ("iou", ""), "ian": ("iɛ", "n"), "in": ("i", "n"), "iang": ("iɑ", "ŋ"), "ing": ("i", "ŋ"),
+    "iong": ("ʊŋ", ""), "io": ("io", ""), "u": ("u", ""), "ua": ("ua", ""), "uo": ("uo", ""), "uai": ("uai", ""),
+    "ui": ("uei", ""), "uan": ("ua", "n"), "un": ("uə", "n"), "uang": ("ua", "ŋ"), "ueng": ("uə", "ŋ"),
+    "ü": ("y", ""), "üe": ("yɛ", ""), "üan": ("yɛ", "n"), "ün": ("y", "n"), "n": ("n̩", ""), "ng": ("ŋ̍", ""),
+    "m": ("m", ""),
+}
+_YW_FINALS = {
+    "yi": "i", "yin": "in", "ying": "ing", "ya": "ia", "ye": "ie", "yao": "iao", "you": "iu", "yan": "ian",
+    "yang": "iang", "yong": "iong", "yu": "ü", "yue": "üe", "yuan": "üan", "yun": "ün", "yo": "io",
+    "wu": "u", "wa": "ua", "wo": "uo", "wai": "uai", "wei": "ui", "wan": "uan", "wen": "un", "wang": "uang",
+    "weng": "ueng",
+}
+
+
+def initial_final(syllable: str) -> tuple[str, str]:
+    """A tone-digit pinyin syllable's initial and final, in pinyin (``"zhuang4"`` -> ``("zh", "uang")``;
+    y/w spellings give no initial: ``"yue4"`` -> ``("", "üe")``)."""
+    s = syllable.rstrip("12345").lower().replace("v", "ü")
+    if s in _YW_FINALS:
+        return "", _YW_FINALS[s]
+    if s in ("n", "ng", "m", "er", "ê"):
+        return "", s
+    if s in ("hm", "hng"):
+        return "h", s[1:]
+    initial = next((i for i in _PY_INITIALS if s.startswith(i) and len(s) > len(i)), "")
+    final = s[len(initial):]
+    if initial in ("j", "q", "x") and final.startswith("u"):
+        final = "ü" + final[1:]
+    return initial, final
+
+
+def syllable_parts(syllable: str) -> tuple[str, str, str]:
+    """A pinyin syllable's initial, its final's vowel part and its nasal coda, in IPA as espeak-ng
+    writes them ("" where absent; an unknown final is kept as written): ``"tian1"`` -> ``("tʰ", "iɛ", "n")``."""
+    initial, final = initial_final(syllable)
+    if final == "i" and initial in ("zh", "ch", "sh", "r"):
+        vowel, coda = "ʅ", ""
+    elif final == "i" and initial in ("z", "c", "s"):
+        vowel, coda = "ɿ", ""
+    else:
+        vowel, coda = FINAL_IPA.get(final, (final or "ə", ""))
+    return INITIAL_IPA.get(initial, initial), vowel, coda
+
+
+def syllable_phones(syllable: str) -> list[str]:
+    """The phones of a pinyin syllable (:func:`syllable_parts` without the absent ones)."""
+    return [p for p in syllable_parts(syllable) if p]

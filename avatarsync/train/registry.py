@@ -18,6 +18,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "fkg": ("avatarsync.fkg.task", "FKGTask"),
     "interp": ("avatarsync.interpolation.task", "InterpTask"),
     "decoder": ("avatarsync.fkg.decoder_task", "DecoderTask"),
+    "mouth": ("avatarsync.mouth.task", "MouthTask"),
 }
 TASK_NAMES = tuple(TASKS)
 

@@ -1,13 +1,18 @@
 """Audio -> timestamped phonemes through one interface with several backends.
 
-``get_aligner("auto" | "whisperx" | "pocketsphinx" | "espeak", **opts).align(audio, sr, transcript, lang)``
+``get_aligner("auto" | "whisperx" | "pocketsphinx" | "whisper" | "espeak", **opts).align(audio, sr, transcript, lang)``
 
 - ``whisperx``: ASR + alignment, English and Mandarin, local models only.
 - ``pocketsphinx``: offline English forced alignment (needs a transcript).
+- ``whisper``: offline ASR (faster-whisper, the installed Whisper base or ``asr_model_dir``), then
+  pocketsphinx (English) or pypinyin (Mandarin) timing; with a transcript, checks it against the
+  recognized words first.
 - ``espeak``: synthesize the transcript and stretch it onto the audio's speech
-  region (crude, any language; the offline fallback for Mandarin).
+  region (crude, any language; the last fallback).
 - ``auto``: per call, the first of the above that can handle the input;
-  ``.used`` names the one that ran (also ``track.source``).
+  ``.used`` names the one that ran (also ``track.source``). With a transcript and
+  the ``whisper`` backend available, the transcript is first checked against the
+  recognized words whichever backend then aligns it (``check_transcript=False``: not).
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from ...errors import BackendUnavailable, InputError
 from ..track import PhonemeTrack
 from .base import Aligner
 from .sphinx import PocketsphinxAligner
+from .asr_align import WhisperAligner
 from .stretch import EspeakAligner
 from .whisper import WhisperXAligner
 
 BACKENDS: dict[str, type[Aligner]] = {
     "whisperx": WhisperXAligner,
     "pocketsphinx": PocketsphinxAligner,
+    "whisper": WhisperAligner,
     "espeak": EspeakAligner,
 }
 ALIGNER_NAMES: tuple[str, ...] = ("auto", *BACKENDS)
@@ -49,8 +56,9 @@ def _check_opts(opts: dict) -> None:
 
 class AutoAligner(Aligner):
     """Picks, per call, WhisperX (if usable), else pocketsphinx (English + transcript),
-    else espeak (any transcript). ``used`` names the backend that ran; ``notes``
-    says why earlier choices were skipped."""
+    else whisper (offline ASR), else espeak (any transcript). ``used`` names the backend
+    that ran; ``notes`` says why earlier choices were skipped and how the transcript was
+    checked; ``recognition`` is what the whisper backend heard in this call (or None)."""
 
     name = "auto"
     needs_transcript = False
@@ -60,6 +68,7 @@ class AutoAligner(Aligner):
         self.opts = opts
         self.used: str | None = None
         self.notes: list[str] = []
+        self.recognition = None
         self._instances: dict[str, Aligner] = {}
 
     def candidates(self, transcript: str | None, lang: str) -> list[str]:
@@ -84,19 +93,39 @@ class AutoAligner(Aligner):
             self._instances[name] = cls(**_opts_for(cls, self.opts))
         return self._instances[name]
 
+    def _check_transcript(self, audio: np.ndarray, sample_rate: int, transcript: str, lang: str) -> None:
+        """Check the transcript against what the whisper backend hears (AlignmentError if it does not fit)."""
+        try:
+            fit = self._backend("whisper").verify_transcript(audio, sample_rate, transcript, lang)
+        except BackendUnavailable as e:
+            self.notes.append(f"whisper: transcript not checked ({e})")
+            return
+        self.recognition = self._backend("whisper").recognition
+        self.notes.append("whisper: transcript not checked (no words recognized)" if fit is None else
+                          f"whisper: transcript checked ({len(fit.words) - len(fit.not_heard)} of "
+                          f"{len(fit.words)} words heard)")
+
     def _align(self, audio: np.ndarray, sample_rate: int, transcript: str | None, lang: str) -> PhonemeTrack:
-        self.used = None
-        for name in self.candidates(transcript, lang):
+        self.used, self.recognition = None, None
+        names = self.candidates(transcript, lang)
+        checked = False
+        for name in names:
+            if (transcript and not checked and name in ("pocketsphinx", "espeak") and "whisper" in names
+                    and self.opts.get("check_transcript", True)):
+                self._check_transcript(audio, sample_rate, transcript, lang)
+                checked = True
             try:
                 track = self._backend(name)._align(audio, sample_rate, transcript, lang)
             except BackendUnavailable as e:
                 self.notes.append(f"{name}: {e}")
                 continue
             self.used = name
+            if name == "whisper":
+                self.recognition = self._backend(name).recognition
             return track
         raise BackendUnavailable(
             f"no aligner can handle this input ({'; '.join(self.notes)})",
-            "give --transcript, or install whisperx with local models (docs/phonemes.md)",
+            "give --transcript, or install the offline Whisper model (scripts/setup.sh; docs/phonemes.md)",
         )
 
 
@@ -125,6 +154,7 @@ def available_aligners(**opts) -> list[str]:
 
 
 __all__ = [
-    "ALIGNER_NAMES", "Aligner", "AutoAligner", "EspeakAligner", "PocketsphinxAligner", "WhisperXAligner",
+    "ALIGNER_NAMES", "Aligner", "AutoAligner", "EspeakAligner", "PocketsphinxAligner", "WhisperAligner",
+    "WhisperXAligner",
     "available_aligners", "get_aligner",
 ]
