@@ -192,22 +192,36 @@ def _run_train(args: argparse.Namespace) -> int:
 # -- speak -------------------------------------------------------------------------------------
 def _add_speak(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", help="script to speak (synthesized with espeak-ng, which also gives the timing)")
-    src.add_argument("--audio", help="speech recording (WAV/FLAC/OGG) to lip-sync to")
+    src.add_argument("--text", help="script to speak (synthesized by --voice, whose own durations time the phones)")
+    src.add_argument("--audio", help="speech recording (WAV/FLAC/OGG) to lip-sync to; over 30 s without "
+                                     "--transcript it is recognized piece by piece, split at pauses")
+    src.add_argument("--list-voices", action="store_true",
+                     help="list the installed voices for --text (Piper and espeak-ng, the default of each "
+                          "language marked) and exit")
     p.add_argument("--transcript", help="what the recording says (checked against the offline speech recognizer, "
                                         "then force-aligned); without it the recognizer supplies the words")
-    p.add_argument("--lang", default="en", help="language of the text or speech: en or zh")
-    p.add_argument("--image", help="portrait photo with one face (default: the bundled avatar)")
+    p.add_argument("--lang", default="en",
+                   help="language of the text or speech: en or zh; for --audio also 'any' (phone recognition: "
+                        "the mouth follows speech in a language with no model here)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--image", help="portrait photo with one face (default: the bundled avatar)")
+    who.add_argument("--video", help="a video of one face to dub: its head motion, blinks and background are kept "
+                                     "(looped forward and back to the speech's length) and only the mouth is moved "
+                                     "to the new speech")
     p.add_argument("-o", "--out", default="out.mp4", help="output MP4 path (written only when complete)")
     p.add_argument("--checkpoint", help="model folder made by `avatarsync bundle` (default: the bundled model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the models run")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same video)")
     p.add_argument("--crop-only", action="store_true", help="write the aligned face crop instead of the full portrait")
-    p.add_argument("--voice", help="espeak-ng voice for --text, e.g. en-us, en-gb+f3")
+    p.add_argument("--voice", help="voice for --text: a Piper voice (en_US-joe-medium, alias joe), an espeak-ng "
+                                   "voice (en-us, en-gb+f3) or variant (+f3); 'piper:'/'espeak:' pick the backend; "
+                                   "unset: the natural Piper voice when installed (English), else espeak-ng; "
+                                   "see --list-voices")
     p.add_argument("--rate", type=int, default=160, help="speaking rate for --text in words per minute")
-    p.add_argument("--pitch", type=int, default=50, help="voice pitch for --text, 0-100")
+    p.add_argument("--pitch", type=int, default=50, help="voice pitch for --text, 0-100 (espeak-ng voices only)")
     p.add_argument("--aligner", default="auto",
-                   help="aligner for --audio: auto, whisperx, pocketsphinx, whisper or espeak")
+                   help="aligner for --audio: auto, whisperx, pocketsphinx, whisper, espeak or phoneloop "
+                        "(--lang any)")
     p.add_argument("--asr-model", metavar="DIR",
                    help="CTranslate2 Whisper folder for the offline speech recognizer (env AVATARSYNC_ASR_MODEL; "
                         "default: the installed multilingual Whisper base)")
@@ -232,6 +246,11 @@ def _add_speak(p: argparse.ArgumentParser) -> None:
 
 
 def _run_speak(args: argparse.Namespace) -> int:
+    if args.list_voices:
+        from .voices import format_voices
+
+        print(format_voices())
+        return 0
     from .pipeline import Pipeline
 
     if args.asr_model:  # the pipeline's aligner reads its model folder from the environment
@@ -246,7 +265,8 @@ def _run_speak(args: argparse.Namespace) -> int:
                      lang=args.lang, seed=args.seed, crop_only=args.crop_only, voice=args.voice, rate=args.rate,
                      pitch=args.pitch, aligner=args.aligner, temperature=args.temperature, top_k=args.top_k,
                      guidance=args.guidance, keyframe_decode=args.keyframe_decode,
-                     paste_region=args.paste_region, render=args.render, progress=not args.quiet)
+                     paste_region=args.paste_region, render=args.render, video=args.video,
+                     progress=not args.quiet)
     total = sum(res.timings.values())
     if not args.quiet:
         print(f"{'stage':<14}{'seconds':>9}{'s per s of video':>18}", file=sys.stderr)

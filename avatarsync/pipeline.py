@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .config import from_dict, read_yaml
-from .errors import CheckpointError, FaceError, InputError
+from .errors import AvatarSyncError, CheckpointError, FaceError, InputError
 
 DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default"
 STAGES = ("phonemes", "crop", "keyframes", "interpolation", "decode", "mux")
@@ -159,8 +159,13 @@ class Pipeline:
 
     # -- stages -----------------------------------------------------------------------------
     def phonemes(self, text: str | None, audio: str | Path | None, transcript: str | None, lang: str,
-                 voice: str | None = None, rate: int = 160, pitch: int = 50, aligner: str = "auto"):
-        """(PhonemeTrack, audio samples, sample rate) padded to a whole number of frames."""
+                 voice: str | None = None, rate: int = 160, pitch: int = 50, aligner: str = "auto",
+                 progress: bool = False):
+        """(PhonemeTrack, audio samples, sample rate) padded to a whole number of frames.
+
+        ``voice``: a voice of :mod:`avatarsync.voices` for ``text`` (None: the language's default).
+        ``lang="any"`` (audio only): phone recognition for speech in any language. Audio over 30 s
+        without a transcript is aligned piece by piece, split at pauses (``progress``: a bar)."""
         from .data.synth import pad_to_frames
 
         if (text is None) == (audio is None):
@@ -172,12 +177,13 @@ class Pipeline:
             samples, sr, track = syn.audio, syn.sample_rate, syn.track
         else:
             from .phonemes.align import get_aligner
+            from .phonemes.align.long import align_audio
             from .phonemes.audio import load_audio
             from .phonemes.lang import normalize_lang
 
-            lang = normalize_lang(lang)
+            lang = "any" if str(lang).strip().lower() == "any" else normalize_lang(lang)
             samples, sr = load_audio(audio)
-            track = get_aligner(aligner).align(samples, sr, transcript, lang)
+            track = align_audio(get_aligner(aligner), samples, sr, transcript, lang, progress=progress)
         samples, track, _ = pad_to_frames(samples, sr, track, self.info.fps)
         return track, samples, sr
 
@@ -285,11 +291,13 @@ class Pipeline:
               seed: int = 0, crop_only: bool = False, voice: str | None = None, rate: int = 160, pitch: int = 50,
               aligner: str = "auto", temperature: float = 0.0, top_k: int = 0, guidance: float | None = None,
               keyframe_decode: str | None = None, paste_region: str | None = None, render: str | None = None,
-              progress: bool = False) -> SpeakResult:
+              video: str | Path | None = None, progress: bool = False) -> SpeakResult:
         """Make the talking-head video; ``out=None`` returns frames without writing a file.
         ``guidance``: classifier-free guidance scale of the keyframes; ``keyframe_decode``: "argmax" or
         "expected" (``keyframe_latents``); ``paste_region``: "face" or "mouth"; ``render``: "auto",
-        "tokens" or "warp" (``BundleInfo``); None = the bundle's default."""
+        "tokens" or "warp" (``BundleInfo``); None = the bundle's default. ``video``: dub a real video
+        instead of animating a portrait (its head motion, blinks and background kept, its frames
+        looped forward and back to the speech's length, only the mouth moved: ``mouth/dub.py``)."""
         from tqdm.auto import tqdm
 
         if out is not None:
@@ -300,6 +308,10 @@ class Pipeline:
         how = self.info.render if render is None else render
         if how not in RENDERS:
             raise InputError(f"unknown render {how!r}", f"use one of {', '.join(RENDERS)}")
+        if video is not None:
+            if image is not None:
+                raise InputError("give a portrait image or a video to dub, not both", "drop --image or --video")
+            how = "warp"
         if how == "warp" and self.mouth is None:
             raise CheckpointError(f"the bundle {self.folder} has no mouth-motion model (mouth/), so it cannot warp",
                                   "use --render tokens, or a bundle made with `avatarsync bundle --mouth DIR`")
@@ -307,7 +319,7 @@ class Pipeline:
             how = "warp" if (self.mouth is not None and image is not None and not crop_only) else "tokens"
         if how == "warp":
             return self._speak_warp(text, audio, transcript, image, out, lang, voice, rate, pitch, aligner,
-                                    progress)
+                                    progress, video)
         timings: dict[str, float] = {}
         bar = tqdm(total=len(STAGES), desc="speak", unit="stage", disable=not progress)
 
@@ -317,7 +329,8 @@ class Pipeline:
 
         torch.manual_seed(seed)
         with _timed(timings, "phonemes"):
-            track, samples, sr = self.phonemes(text, audio, transcript, lang, voice, rate, pitch, aligner)
+            track, samples, sr = self.phonemes(text, audio, transcript, lang, voice, rate, pitch, aligner,
+                                                progress=progress)
             keyed = _positive_units(track)  # one keyframe per unit that lasts
         step("phonemes")
         with _timed(timings, "crop"):
@@ -361,6 +374,42 @@ class Pipeline:
         bar.close()
         return SpeakResult(path, frames, samples, sr, self.info.fps, track, timings)
 
+    def _photo_warp(self, image):
+        """The ``MouthWarp`` of a portrait (path or array)."""
+        from .faces.align import transform_points
+        from .mouth.warp import MouthWarp
+
+        img = read_image(image) if isinstance(image, (str, Path)) else image
+        portrait, aligned = self.crop(img, source=str(image) if isinstance(image, (str, Path)) else "the image")
+        lm = aligned.landmarks
+        if lm is None or lm.points is None or len(lm.points) < 468:
+            raise FaceError("the warp renderer needs the face-mesh detector's 478 landmarks",
+                            "use the mediapipe detector, or --render tokens")
+        return MouthWarp(portrait, transform_points(lm.points, aligned.inverse), self.interior)
+
+    def _video_faces(self, video, n_frames: int):
+        """(frames, points, detected) of the video's frames played forward and back to ``n_frames``."""
+        from .faces.tracking import track_faces
+        from .io import read_video_frames
+        from .mouth.dub import pingpong
+
+        path = Path(video)
+        if not path.is_file():
+            raise InputError(f"video {path} not found", "check the --video path")
+        try:
+            frames, _ = read_video_frames(path, self.info.fps)
+        except AvatarSyncError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file to the user
+            raise InputError(f"cannot read video {path}: {e}", "use an MP4/MOV/MKV file ffmpeg can read") from None
+        if not len(frames):
+            raise InputError(f"video {path} has no frames", "use a video with a face in it")
+        used = pingpong(len(frames), n_frames)
+        tracked = track_faces(frames[: used.max() + 1])
+        idx = pingpong(len(frames), n_frames)
+        frames = _even_frames(frames)
+        return frames[idx], tracked.points[idx], tracked.detected[idx]
+
     def mouth_shapes(self, track, n_frames: int) -> np.ndarray:
         """``(n_frames, 2)`` [lip gap, mouth-width change] per frame from the mouth-motion model."""
         if self.mouth is None:
@@ -369,33 +418,36 @@ class Pipeline:
         return self.mouth.predict(track, n_frames, self.info.fps)
 
     def _speak_warp(self, text, audio, transcript, image, out, lang, voice, rate, pitch, aligner,
-                    progress: bool) -> SpeakResult:
-        """``speak`` with ``render="warp"``: phonemes -> mouth shapes -> the photo's own mouth, moved."""
+                    progress: bool, video=None) -> SpeakResult:
+        """``speak`` with ``render="warp"``: phonemes -> mouth shapes -> the photo's own mouth, moved
+        (or, with ``video``, each frame's mouth of that video: ``mouth/dub.py``)."""
         from tqdm.auto import tqdm
 
-        from .faces.align import transform_points
         from .interpolation.schedule import n_output_frames
-        from .mouth.warp import MouthWarp
 
         timings: dict[str, float] = {}
         bar = tqdm(total=len(WARP_STAGES), desc="speak", unit="stage", disable=not progress)
         with _timed(timings, "phonemes"):
-            track, samples, sr = self.phonemes(text, audio, transcript, lang, voice, rate, pitch, aligner)
+            track, samples, sr = self.phonemes(text, audio, transcript, lang, voice, rate, pitch, aligner,
+                                                progress=progress)
+            n_frames = n_output_frames(track.duration, self.info.fps)
         bar.update(1)
         with _timed(timings, "crop"):
-            img = read_image(image) if isinstance(image, (str, Path)) else image
-            portrait, aligned = self.crop(img, source=str(image) if isinstance(image, (str, Path)) else "the image")
-            lm = aligned.landmarks
-            if lm is None or lm.points is None or len(lm.points) < 468:
-                raise FaceError("the warp renderer needs the face-mesh detector's 478 landmarks",
-                                "use the mediapipe detector, or --render tokens")
-            warp = MouthWarp(portrait, transform_points(lm.points, aligned.inverse), self.interior)
+            if video is not None:
+                source = self._video_faces(video, n_frames)
+            else:
+                source = self._photo_warp(image)
         bar.update(1)
         with _timed(timings, "motion"):
-            shapes = self.mouth_shapes(track, n_output_frames(track.duration, self.info.fps))
+            shapes = self.mouth_shapes(track, n_frames)
         bar.update(1)
         with _timed(timings, "render"):
-            frames = warp.render_all(shapes)
+            if video is not None:
+                from .mouth.dub import dub_frames
+
+                frames = dub_frames(*source, shapes, self.interior, progress=progress)
+            else:
+                frames = source.render_all(shapes)
         bar.update(1)
         path = None
         with _timed(timings, "mux"):
@@ -406,6 +458,12 @@ class Pipeline:
         bar.update(1)
         bar.close()
         return SpeakResult(path, frames, samples, sr, self.info.fps, track, timings)
+
+
+def _even_frames(frames: np.ndarray) -> np.ndarray:
+    """Video frames cropped to even sides (H.264 4:2:0)."""
+    h, w = frames.shape[1:3]
+    return frames[:, : h - h % 2, : w - w % 2]
 
 
 def _pixel_factor(interp_config: Path) -> int:

@@ -120,7 +120,7 @@ def test_auto_picks_available_backends_and_says_which():
     assert auto.used == "espeak" == track.source
     with pytest.raises(BackendUnavailable, match="no aligner"):
         auto.align(syn.audio, syn.sample_rate, None, "en")
-    assert available_aligners() == ["pocketsphinx", "espeak"]
+    assert available_aligners() == ["pocketsphinx", "espeak", "phoneloop"]
 
 
 def test_get_aligner_errors():

@@ -33,7 +33,7 @@ def _run(capsys, *argv):
 
 
 def test_acceptance_json_units_cover_the_synthesized_audio(capsys):
-    rc, out, err = _run(capsys, "--text", ACCEPT, "--lang", "en", "--json")
+    rc, out, err = _run(capsys, "--text", ACCEPT, "--lang", "en", "--voice", "en-us", "--json")
     assert rc == 0 and "espeak" in err
     d = json.loads(out)
     syn = synthesize(ACCEPT, "en")

@@ -30,6 +30,7 @@ class MouthDataConfig:
     val_split: str = "val"
     fps: float = 25.0
     interior_frames: int = 3  # open-mouth frames per training clip sampled for the interior atlas
+    jitter_ms: float = 0.0  # training only: each unit boundary moved by N(0, jitter) ms (aligner error)
 
 
 @dataclass
@@ -41,9 +42,11 @@ class MouthConfig:
 class ClipShapes(Dataset):
     """(features, targets, mask) per clip of the given corpora's split."""
 
-    def __init__(self, roots: list[str], split: str, fps: float, steps_per_frame: int) -> None:
+    def __init__(self, roots: list[str], split: str, fps: float, steps_per_frame: int, jitter_ms: float = 0.0) -> None:
         from ..data.corpus import Corpus
 
+        self.fps, self.steps_per_frame, self.jitter = fps, steps_per_frame, jitter_ms / 1000.0
+        self.tracks: list = []
         self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.rule: list[np.ndarray] = []
         for root in roots:
@@ -56,6 +59,7 @@ class ClipShapes(Dataset):
                 mask = np.isfinite(target).all(1)
                 target = np.nan_to_num(target)
                 track = clip.track()
+                self.tracks.append(track)
                 self.items.append((track_features(track, len(target), fps, steps_per_frame),
                                    target.astype(np.float32), mask))
                 self.rule.append(_rule_openness(track, len(target), fps))
@@ -64,7 +68,29 @@ class ClipShapes(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
-        return self.items[i]
+        if not self.jitter:
+            return self.items[i]
+        _, target, mask = self.items[i]
+        return track_features(_jittered(self.tracks[i], self.jitter), len(target), self.fps,
+                              self.steps_per_frame), target, mask
+
+
+def _jittered(track, std: float):
+    """The track with each inner unit boundary moved by N(0, std) s (kept in order)."""
+    import dataclasses
+
+    units = list(track.units)
+    if len(units) < 2:
+        return track
+    bounds = np.array([u.end for u in units[:-1]]) + np.random.normal(0.0, std, len(units) - 1)
+    lo = np.array([u.start for u in units[:-1]])
+    hi = np.array([u.end for u in units[1:]])
+    bounds = np.clip(bounds, lo, hi)
+    bounds = np.maximum.accumulate(bounds)
+    starts = np.r_[units[0].start, bounds]
+    ends = np.r_[bounds, units[-1].end]
+    moved = [dataclasses.replace(u, start=float(a), end=float(b)) for u, a, b in zip(units, starts, ends)]
+    return dataclasses.replace(track, units=moved)
 
 
 def _rule_openness(track, n: int, fps: float) -> np.ndarray:
@@ -93,7 +119,8 @@ class MouthTask:
         if split not in self._data:
             d = self.cfg.data
             roots = [d.corpus] + (list(d.extra_corpora) if split == d.train_split else [])
-            self._data[split] = ClipShapes(roots, split, d.fps, self.cfg.model.steps_per_frame)
+            jitter = d.jitter_ms if split == d.train_split else 0.0
+            self._data[split] = ClipShapes(roots, split, d.fps, self.cfg.model.steps_per_frame, jitter)
         return self._data[split]
 
     def build_model(self) -> nn.Module:

@@ -17,21 +17,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--text", help="script to speak; units and timings come from espeak-ng synthesis")
     src.add_argument("--text-file", metavar="PATH", help="read the script from a UTF-8 text file")
     src.add_argument("--audio", metavar="PATH", help="speech audio (WAV/FLAC/MP3/...) to align")
-    parser.add_argument("--lang", default="en", help="language code: en (English) or zh (Mandarin Chinese)")
-    speech = parser.add_argument_group("text input (espeak-ng voice)")
+    src.add_argument("--list-voices", action="store_true",
+                     help="list the installed voices for --text (Piper and espeak-ng) and exit")
+    parser.add_argument("--lang", default="en",
+                        help="language code: en (English) or zh (Mandarin Chinese); for --audio also 'any': "
+                             "phone recognition, so the mouth follows speech in any language")
+    speech = parser.add_argument_group("text input (voice)")
     speech.add_argument("--voice", default=None,
-                        help="espeak-ng voice, e.g. en-us, en-gb, en-us+f3, or a variant alone: +m3; "
-                             "unset: en-us for en, cmn-latn-pinyin for zh")
+                        help="voice for --text: a Piper voice (en_US-joe-medium, alias joe), an espeak-ng voice "
+                             "(en-us, en-gb, en-us+f3) or an espeak-ng variant alone (+m3); 'piper:' / 'espeak:' "
+                             "prefixes pick the backend; unset: the language's natural Piper voice when installed, "
+                             "else espeak-ng (en-us, cmn-latn-pinyin); see --list-voices")
     speech.add_argument("--rate", type=int, default=160, help="speaking rate in words per minute (80..450)")
-    speech.add_argument("--pitch", type=int, default=50, help="voice pitch (0..100)")
+    speech.add_argument("--pitch", type=int, default=50, help="voice pitch (0..100; espeak-ng voices only)")
     speech.add_argument("--save-wav", metavar="PATH", help="also write the synthesized speech as a WAV file")
     al = parser.add_argument_group("audio input (alignment)")
     tr = al.add_mutually_exclusive_group()
     tr.add_argument("--transcript", help="what is said in the audio (needed by pocketsphinx and espeak aligners; "
                                          "without it the offline Whisper recognizer supplies the words)")
     tr.add_argument("--transcript-file", metavar="PATH", help="read the transcript from a UTF-8 text file")
-    al.add_argument("--aligner", default="auto", choices=["auto", "whisperx", "pocketsphinx", "whisper", "espeak"],
-                    help="alignment backend; auto picks the best available and reports it on stderr")
+    al.add_argument("--aligner", default="auto",
+                    choices=["auto", "whisperx", "pocketsphinx", "whisper", "espeak", "phoneloop"],
+                    help="alignment backend; auto picks the best available and reports it on stderr "
+                         "(phoneloop: pocketsphinx phone recognition, what --lang any uses)")
     al.add_argument("--asr-model", metavar="DIR", default=None,
                     help="CTranslate2 Whisper folder for the whisper aligner (env AVATARSYNC_ASR_MODEL; "
                          "default: the installed multilingual Whisper base)")
@@ -74,7 +82,8 @@ def _from_text(args: argparse.Namespace):
 
     text = args.text if args.text is not None else _read_text(args.text_file, "text")
     syn = text_to_track(text, args.lang, voice=args.voice, rate=args.rate, pitch=args.pitch)
-    print(f"phonemes from espeak-ng synthesis ({syn.track.duration:.2f} s of speech)", file=sys.stderr)
+    print(f"phonemes from {syn.track.source} synthesis, voice {syn.voice} ({syn.track.duration:.2f} s of speech)",
+          file=sys.stderr)
     return syn.track, syn
 
 
@@ -83,7 +92,7 @@ def _from_audio(args: argparse.Namespace) -> PhonemeTrack:
     from .audio import load_audio
     from .lang import normalize_lang
 
-    lang = normalize_lang(args.lang)
+    lang = "any" if args.lang.strip().lower() == "any" else normalize_lang(args.lang)
     transcript = args.transcript
     if args.transcript_file:
         transcript = _read_text(args.transcript_file, "transcript")
@@ -98,11 +107,16 @@ def _from_audio(args: argparse.Namespace) -> PhonemeTrack:
     if args.voice:
         opts["voice"] = args.voice
     aligner = get_aligner(args.aligner, **opts)
-    track = aligner.align(audio, sr, transcript, lang)
+    from .align.long import align_audio
+
+    track = align_audio(aligner, audio, sr, transcript, lang, progress=sys.stderr.isatty())
     used = getattr(aligner, "used", None) or track.source
     print(f"aligner: {used}" + (f" (auto; {'; '.join(aligner.notes)})"
                                  if args.aligner == "auto" and getattr(aligner, "notes", None) else ""),
           file=sys.stderr)
+    if getattr(aligner, "pieces", None):
+        print(f"long audio: aligned in {len(aligner.pieces)} pieces split at pauses "
+              f"({', '.join(f'{a:.1f}-{b:.1f}' for a, b in aligner.pieces)} s)", file=sys.stderr)
     heard = recognized(aligner) if transcript is None else None
     return track, heard
 
@@ -131,6 +145,11 @@ def format_words(heard: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``avatarsync phonemes``; prints the track and returns 0 (errors raise AvatarSyncError)."""
+    if getattr(args, "list_voices", False):
+        from ..voices import format_voices
+
+        print(format_voices())
+        return 0
     if args.audio is None and (args.transcript is not None or args.transcript_file):
         raise InputError("--transcript goes with --audio", "use --text alone to speak a script")
     if args.audio is not None and args.save_wav:

@@ -73,6 +73,7 @@ class Synthesis:
     audio: np.ndarray
     sample_rate: int
     track: PhonemeTrack
+    voice: str = ""  # the voice that spoke, "backend:name" (avatarsync.voices)
 
 
 class _Engine:
@@ -229,7 +230,8 @@ def synthesize_detailed(
     spoken, labels, starts = _prepare(text, lang)
     if not labels:
         raise InputError(f"the text {text!r} has nothing to speak", "give words, not only punctuation or symbols")
-    samples, events, sr = _synth_locked(spoken, resolve_voice(lang, voice), rate, pitch)
+    voice_name = resolve_voice(lang, voice)
+    samples, events, sr = _synth_locked(spoken, voice_name, rate, pitch)
     if not len(samples) or not any(name for name, _, _ in events):
         raise InputError(f"the text {text!r} has nothing to speak", "give words in the chosen language")
     # "(en)"-style events mark a language switch, not a sound
@@ -247,7 +249,7 @@ def synthesize_detailed(
         raw.append(RawPhone(name, min(sample, n) / sr, min(max(end, sample), n) / sr, max(group, 0) if name else -1))
     audio = samples.astype(np.float32) / 32768.0
     track, groups = assemble_track(raw, n / sr, lang, "espeak", labels if lang == "zh" else None)
-    return Synthesis(audio=audio, sample_rate=sr, track=track), labels, groups
+    return Synthesis(audio=audio, sample_rate=sr, track=track, voice=f"espeak:{voice_name}"), labels, groups
 
 
 def synthesize(text: str, lang: str = "en", voice: str | None = None, rate: int = 160, pitch: int = 50) -> Synthesis:

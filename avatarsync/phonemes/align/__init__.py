@@ -9,6 +9,8 @@
   recognized words first.
 - ``espeak``: synthesize the transcript and stretch it onto the audio's speech
   region (crude, any language; the last fallback).
+- ``phoneloop``: ``lang="any"``: pocketsphinx phone recognition without words, for speech in a
+  language avatarsync has no model for (the mouth follows the sounds; no transcript).
 - ``auto``: per call, the first of the above that can handle the input;
   ``.used`` names the one that ran (also ``track.source``). With a transcript and
   the ``whisper`` backend available, the transcript is first checked against the
@@ -26,6 +28,7 @@ from ..track import PhonemeTrack
 from .base import Aligner
 from .sphinx import PocketsphinxAligner
 from .asr_align import WhisperAligner
+from .phoneloop import PhoneLoopAligner
 from .stretch import EspeakAligner
 from .whisper import WhisperXAligner
 
@@ -34,6 +37,7 @@ BACKENDS: dict[str, type[Aligner]] = {
     "pocketsphinx": PocketsphinxAligner,
     "whisper": WhisperAligner,
     "espeak": EspeakAligner,
+    "phoneloop": PhoneLoopAligner,
 }
 ALIGNER_NAMES: tuple[str, ...] = ("auto", *BACKENDS)
 
@@ -61,6 +65,7 @@ class AutoAligner(Aligner):
     checked; ``recognition`` is what the whisper backend heard in this call (or None)."""
 
     name = "auto"
+    languages = ("en", "zh", "any")
     needs_transcript = False
 
     def __init__(self, **opts) -> None:
@@ -76,6 +81,8 @@ class AutoAligner(Aligner):
         self.notes = []
         names = []
         for name, cls in BACKENDS.items():
+            if (lang == "any") != ("any" in cls.languages):
+                continue  # --lang any goes to phone recognition alone; en / zh never do
             reason = cls.unavailable_reason(**_opts_for(cls, self.opts))
             if reason:
                 self.notes.append(f"{name}: {reason}")
@@ -154,7 +161,8 @@ def available_aligners(**opts) -> list[str]:
 
 
 __all__ = [
-    "ALIGNER_NAMES", "Aligner", "AutoAligner", "EspeakAligner", "PocketsphinxAligner", "WhisperAligner",
+    "ALIGNER_NAMES", "Aligner", "AutoAligner", "EspeakAligner", "PhoneLoopAligner", "PocketsphinxAligner",
+    "WhisperAligner",
     "WhisperXAligner",
     "available_aligners", "get_aligner",
 ]

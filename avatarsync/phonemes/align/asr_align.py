@@ -127,7 +127,8 @@ class WhisperAligner(Aligner):
             raise LanguageError(
                 f"the speech was recognized as language {detected!r} (probability {rec.language_probability:.2f}); "
                 f"the whisper aligner supports {', '.join(f'{c} ({n})' for c, n in LANG_NAMES.items())}",
-                "give English or Mandarin speech, or give --transcript and --lang to align a known text")
+                "give English or Mandarin speech, give --transcript and --lang to align a known text, or use "
+                "--lang any (phone recognition: the mouth follows the sounds of any language)")
         if not rec.words:
             raise AlignmentError("the speech recognizer heard no words in the audio",
                                  "check that the audio holds speech, or give --transcript")

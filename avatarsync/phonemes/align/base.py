@@ -40,11 +40,12 @@ class Aligner(ABC):
                 lang: str) -> tuple[np.ndarray, str | None, str]:
         """The input as backends take it (mono float32 audio, stripped transcript, normalised language),
         or the error that names what is wrong with it."""
-        lang = normalize_lang(lang)
+        lang = "any" if (lang or "").strip().lower() == "any" else normalize_lang(lang)
         if lang not in self.languages:
             raise LanguageError(
                 f"the {self.name} aligner does not support language {lang!r}",
-                f"it supports {', '.join(self.languages)}; try --aligner auto",
+                f"it supports {', '.join(self.languages)}; try --aligner auto"
+                + (" (--lang any: phone recognition for any language)" if lang == "any" else ""),
             )
         audio = check_audio(audio, sample_rate)
         transcript = (transcript or "").strip() or None
