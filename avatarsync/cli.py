@@ -8,7 +8,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import AvatarSyncError
+from .errors import AvatarSyncError, InputError
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -81,6 +81,8 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     p.add_argument("--limit", type=int, default=0, help="prepare at most this many videos (0 = all)")
     p.add_argument("--retry-skipped", action="store_true", help="try again the videos a previous run skipped")
+    p.add_argument("--transcribe", action="store_true",
+                   help="videos without a transcript: recognize their speech offline (Whisper) instead of skipping")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -91,7 +93,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
                         size=args.size, face_scale=args.face_scale, use_align=not args.no_align_times,
                         split=args.split, split_by=args.split_by, val_fraction=args.val, test_fraction=args.test,
                         split_seed=args.split_seed, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                        workers=args.workers, retry_skipped=args.retry_skipped, limit=args.limit)
+                        workers=args.workers, retry_skipped=args.retry_skipped, limit=args.limit,
+                        transcribe=args.transcribe)
     r = prepare_corpus(cfg, progress=not args.quiet)
     print(f"prepared {r['prepared']} of {r['videos']} videos into {r['clips']} clips ({r['video_seconds']:.0f} s) "
           f"in {args.out}; splits {r['splits']}; {r['compute_seconds_per_minute_of_video']:.1f} s of compute per "
@@ -171,14 +174,43 @@ def _run_phonemes(args: argparse.Namespace) -> int:
 def _add_train(p: argparse.ArgumentParser) -> None:
     from .train.registry import TASK_NAMES
 
-    p.add_argument("task", choices=TASK_NAMES, help="which model to train")
-    p.add_argument("--config", required=True, help="recipe YAML (see recipes/)")
+    p.add_argument("task", choices=(*TASK_NAMES, "personal"),
+                   help="which model to train from a recipe (--config), or 'personal': a personal avatar bundle "
+                        "from one's own footage (--video ... --out DIR)")
+    p.add_argument("--config", help="recipe YAML (see recipes/); needed by every task but personal")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides of the recipe, e.g. train.steps=200 train.lr=1e-3")
+    g = p.add_argument_group("personal avatar (train personal)")
+    g.add_argument("--video", action="append", default=[],
+                   help="footage of the person speaking, one face in view (repeat for several videos, or a folder)")
+    g.add_argument("--transcript", action="append", default=[],
+                   help="text file with what a --video says, one per --video in order (default: recognized)")
+    g.add_argument("--corpus", help="an already prepared corpus of the person instead of --video")
+    g.add_argument("--out", help="personal bundle folder to write (use with speak --checkpoint)")
+    g.add_argument("--from", dest="base", help="bundle to start from (default: the shipped one)")
+    g.add_argument("--minutes", type=float, default=10.0, help="fine-tune time budget in minutes")
+    g.add_argument("--steps", type=int, default=1500, help="fine-tune steps (the budget may stop it earlier)")
+    g.add_argument("--backdrop-seconds", type=float, default=4.0,
+                   help="seconds of the footage kept as the bundle's default backdrop (0 = the still avatar)")
+    g.add_argument("--lang", default="en", help="language spoken in the footage: en or zh")
+    g.add_argument("--workers", type=int, default=1, help="processes preparing the footage")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    if args.task == "personal":
+        from .train.personal import PersonalConfig, train_personal
+
+        if not args.out:
+            raise InputError("train personal needs --out DIR", "name the bundle folder to write, e.g. --out my-avatar")
+        cfg = PersonalConfig(out=args.out, videos=args.video, transcripts=args.transcript, corpus=args.corpus,
+                             base=args.base, minutes=args.minutes, steps=args.steps,
+                             backdrop_seconds=args.backdrop_seconds, lang=args.lang, workers=args.workers)
+        out = train_personal(cfg, progress=not args.quiet)
+        print(f"wrote personal bundle {out}; try: avatarsync speak --checkpoint {out} --text \"Hello.\"")
+        return 0
+    if not args.config:
+        raise InputError(f"train {args.task} needs --config RECIPE", "pick one in recipes/, e.g. recipes/mouth_real.yaml")
     from .train.registry import run_training
 
     result = run_training(args.task, args.config, args.overrides, progress=not args.quiet)

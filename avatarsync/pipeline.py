@@ -61,6 +61,9 @@ class BundleInfo:
     # speech moves, faces.align.MOUTH_REGION, colour-matched at the seam; the rest stays the portrait's)
     paste_region: str = "face"
     render: str = "auto"  # RENDERS
+    # a short clip of the person (personal bundles, `train personal`): with no portrait given, speak
+    # dubs it, so the avatar moves like the person instead of the drawn avatar
+    backdrop: str = ""
     metrics: dict = field(default_factory=dict)
 
 
@@ -308,6 +311,8 @@ class Pipeline:
         how = self.info.render if render is None else render
         if how not in RENDERS:
             raise InputError(f"unknown render {how!r}", f"use one of {', '.join(RENDERS)}")
+        if video is None and image is None and self.info.backdrop and not crop_only:
+            video = self.folder / self.info.backdrop
         if video is not None:
             if image is not None:
                 raise InputError("give a portrait image or a video to dub, not both", "drop --image or --video")
@@ -404,11 +409,19 @@ class Pipeline:
             raise InputError(f"cannot read video {path}: {e}", "use an MP4/MOV/MKV file ffmpeg can read") from None
         if not len(frames):
             raise InputError(f"video {path} has no frames", "use a video with a face in it")
-        used = pingpong(len(frames), n_frames)
-        tracked = track_faces(frames[: used.max() + 1])
         idx = pingpong(len(frames), n_frames)
+        known = path.with_suffix(".npz")  # a bundle's backdrop keeps the landmarks tracked when it was made
+        if path.parent == self.folder and known.is_file():
+            data = np.load(known)
+            points, detected = data["points"].astype(np.float64), data["detected"]
+        else:
+            tracked = track_faces(frames[: idx.max() + 1])
+            points, detected = tracked.points, tracked.detected
+        if len(points) < idx.max() + 1:
+            raise InputError(f"{known} holds landmarks for {len(points)} frames, the video has more",
+                             "remake the bundle with `avatarsync train personal`")
         frames = _even_frames(frames)
-        return frames[idx], tracked.points[idx], tracked.detected[idx]
+        return frames[idx], points[idx], detected[idx]
 
     def mouth_shapes(self, track, n_frames: int) -> np.ndarray:
         """``(n_frames, 2)`` [lip gap, mouth-width change] per frame from the mouth-motion model."""

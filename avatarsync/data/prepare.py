@@ -69,6 +69,7 @@ class PrepareConfig:
     workers: int = 1
     retry_skipped: bool = False  # re-try videos a previous run skipped
     limit: int = 0  # prepare at most this many videos (0 = all)
+    transcribe: bool = False  # videos without a transcript: recognize their speech (the whisper aligner)
 
 
 def check_config(cfg: PrepareConfig) -> None:
@@ -134,9 +135,9 @@ class ItemWorker:
         cfg = self.cfg
         if "error" in item.extra:
             raise Skip("text", item.extra["error"])
-        if not item.transcript and not item.words:
+        if not item.transcript and not item.words and not cfg.transcribe:
             raise Skip("text", "no transcript: put the words spoken in NAME.txt beside the video or in "
-                               "transcripts.tsv (clip<TAB>transcript)")
+                               "transcripts.tsv (clip<TAB>transcript), or pass --transcribe")
         clock = _Clock(stages)
         try:
             frames, _ = read_video_frames(item.video, cfg.fps)
@@ -220,6 +221,9 @@ class ItemWorker:
                 timed = [(w.word, w.start, w.end) for w in words]
                 return espeak_into_words(timed, duration, item.lang, "align+espeak"), words, "align+espeak"
             text = item.transcript or " ".join(w.word for w in item.words or ())
+            if not text:  # --transcribe: the recognizer supplies the words
+                track = get_aligner("auto").align(audio, SAMPLE_RATE, None, item.lang)
+                return track, None, track.source
             if item.lang == "en":
                 track, aligned = self.sphinx(True).align_words(audio, SAMPLE_RATE, text)
                 return track, [WordSpan(w.word, w.start, w.end) for w in aligned], "pocketsphinx"

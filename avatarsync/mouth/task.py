@@ -37,6 +37,7 @@ class MouthDataConfig:
 class MouthConfig:
     model: MotionConfig = field(default_factory=MotionConfig)
     data: MouthDataConfig = field(default_factory=MouthDataConfig)
+    init_from: str | None = None  # a mouth-motion folder to start from (its architecture is kept)
 
 
 class ClipShapes(Dataset):
@@ -124,6 +125,10 @@ class MouthTask:
         return self._data[split]
 
     def build_model(self) -> nn.Module:
+        if self.cfg.init_from:
+            model = MouthMotion.from_pretrained(self.cfg.init_from)
+            self.cfg.model = model.cfg  # exported with the architecture it has
+            return model.train()
         return MouthMotion(self.cfg.model)
 
     def train_dataset(self) -> Dataset:
