@@ -66,7 +66,7 @@ def main() -> int:
             reals.append(real[:n])
             rows.append((a.clip_id, b.clip_id, len(res.frames), round(b.duration * 25), float(np.min(outside)), r, wall,
                          res.duration))
-    print(f"| video | speech | frames | speech x 25 fps | min PSNR outside (dB) | lip-gap r vs speech's real |")
+    print("| video | speech | frames | speech x 25 fps | min PSNR outside (dB) | lip-gap r vs speech's real |")
     print("|---|---|---|---|---|---|")
     for a, b, n, want, out_psnr, r, *_ in rows:
         print(f"| {a} | {b} | {n} | {want} | {'inf' if out_psnr > 99 else f'{out_psnr:.1f}'} | {r:.3f} |")

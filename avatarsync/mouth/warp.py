@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import FaceError
 from .geometry import CORNERS, LOWER_INNER, LOWER_OUTER, UPPER_INNER, UPPER_OUTER, FaceFrame, opening_coords
-from .interior import GRID, Interior, lip_colour, sample_opening
+from .interior import Interior, lip_colour, sample_opening
 from .shape import mouth_shape
 
 # lower face: (landmark, share of the lower lip's drop)
@@ -61,8 +61,6 @@ class MouthWarp:
 
     def __init__(self, image: np.ndarray, points: np.ndarray, interior: Interior | None = None,
                  stride: int = 6) -> None:
-        import cv2
-
         if points is None or len(points) < 468:
             raise FaceError("the real-photo renderer needs face-mesh landmarks (478 points)",
                             "use the mediapipe detector (the default)")

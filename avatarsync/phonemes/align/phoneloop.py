@@ -22,7 +22,7 @@ from ..timeline import RawPhone, assemble_track
 from ..track import PhonemeTrack
 from .arpabet import ARPABET_TO_IPA
 from .base import Aligner
-from .sphinx import FRAME, NOISE_STD, PAD, SAMPLE_RATE, loud_mask
+from .sphinx import FRAME, NOISE_STD, PAD, SAMPLE_RATE, PocketsphinxAligner, loud_mask
 
 ANY = "any"
 NEAR = 0.1  # seconds: a recognized phone this far from any speech-level audio is taken as noise
@@ -39,13 +39,7 @@ class PhoneLoopAligner(Aligner):
         self._decoder = None
         self._lock = threading.Lock()
 
-    @classmethod
-    def unavailable_reason(cls, **opts) -> str | None:
-        try:
-            import pocketsphinx  # noqa: F401
-        except ImportError:
-            return "pocketsphinx is not installed (pip install pocketsphinx)"
-        return None
+    unavailable_reason = PocketsphinxAligner.unavailable_reason  # the same engine, the same need
 
     def checked(self, audio, sample_rate, transcript, lang):
         if (lang or "").strip().lower() != ANY:

@@ -1,0 +1,199 @@
+"""Request options (the same as ``speak``'s), decoded in memory and checked against the limits.
+
+A request carries text or a recording (base64 in JSON, a file part in multipart, or the id of an
+earlier ``POST /v1/uploads``), an optional portrait the same way (none: the bundle's avatar) and the
+``speak`` options. Nothing a client sends becomes a path: uploads stay in memory as bytes, and a
+recording is written only to a private temporary file (``private_file``) named by the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import AudioError, FaceError, InputError
+from .config import Limits
+
+
+class LimitError(InputError):
+    """A request over one of the server's limits (HTTP 413)."""
+
+
+class MalformedRequest(InputError):
+    """A request that is not valid JSON/multipart or has unknown or mistyped fields (HTTP 400)."""
+
+
+class SpeakOptions(BaseModel):
+    """What to say and how: the options of ``avatarsync speak``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, description="script to speak (exactly one of text or audio)")
+    audio: str | None = Field(None, description="speech recording, base64 (WAV/FLAC/OGG); multipart: a file part")
+    audio_id: str | None = Field(None, description="id of a recording sent earlier to POST /v1/uploads")
+    transcript: str | None = Field(None, description="what the recording says")
+    portrait: str | None = Field(None, description="portrait photo, base64 JPEG/PNG; multipart: a file part; "
+                                                   "none: the bundle's avatar")
+    portrait_id: str | None = Field(None, description="id of a portrait sent earlier to POST /v1/uploads")
+    lang: str = "en"
+    voice: str | None = None
+    seed: int = 0
+    rate: int = 160
+    pitch: int = 50
+    aligner: str = "auto"
+    temperature: float = 0.0
+    top_k: int = 0
+    guidance: float | None = None
+    keyframe_decode: Literal["argmax", "expected"] | None = None
+    paste_region: Literal["face", "mouth"] | None = None
+    render: Literal["auto", "tokens", "warp"] | None = None
+    crop_only: bool = False
+    # streaming only
+    jpeg_quality: int | None = Field(None, ge=10, le=100, description="quality of streamed JPEG frames")
+    mp4: bool = Field(False, description="WS /v1/stream: also keep an MP4 (GET /v1/videos/{id}.mp4)")
+
+
+@dataclass
+class Prepared:
+    """A checked request: options plus decoded inputs (all in memory)."""
+
+    options: SpeakOptions
+    image: np.ndarray | None  # RGB uint8, None: the bundle's avatar
+    audio: bytes | None  # the recording's bytes
+    audio_seconds: float = 0.0
+
+
+def parse_options(data: object) -> SpeakOptions:
+    if not isinstance(data, dict):
+        raise MalformedRequest("the request must be a JSON object of speak options",
+                               'send e.g. {"text": "Hello."} (see /docs)')
+    try:
+        return SpeakOptions.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "request"
+        raise MalformedRequest(f"bad field {where}: {first.get('msg', 'invalid')}",
+                               "see the request schema at /docs") from None
+
+
+def b64(data: str, what: str, limits: Limits) -> bytes:
+    """Decode base64 (a ``data:...;base64,`` prefix allowed), refusing what decodes over the upload limit."""
+    if "," in data[:100] and data.startswith("data:"):
+        data = data.split(",", 1)[1]
+    if len(data) * 3 // 4 > limits.upload_bytes + 3:
+        raise too_big(what, len(data) * 3 // 4, limits)
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedRequest(f"the {what} is not valid base64", f"send the {what} file's bytes base64-encoded") from None
+
+
+def too_big(what: str, size: int, limits: Limits) -> LimitError:
+    return LimitError(f"the {what} is {size / 2 ** 20:.1f} MiB, over this server's limit of "
+                      f"{limits.upload_bytes / 2 ** 20:.1f} MiB", f"send a smaller {what}")
+
+
+def decode_image(data: bytes, limits: Limits) -> np.ndarray:
+    """RGB uint8 from JPEG/PNG bytes; the pixel count is read from the header before decoding."""
+    import cv2
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) > limits.upload_bytes:
+        raise too_big("portrait", len(data), limits)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise FaceError("cannot read the portrait: not a valid image file", "use a JPEG or PNG photo") from None
+    if w * h > limits.image_pixels:
+        raise LimitError(f"the portrait is {w}x{h} = {w * h / 1e6:.1f} megapixels, over this server's limit of "
+                         f"{limits.image_pixels / 1e6:.1f}", "send a smaller photo (the face matters, not the size)")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FaceError("cannot read the portrait: not a valid image file", "use a JPEG or PNG photo")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def audio_seconds(data: bytes, limits: Limits) -> float:
+    """The recording's duration, read from its header (the audio is not decoded here)."""
+    import soundfile as sf
+
+    if len(data) > limits.upload_bytes:
+        raise too_big("audio", len(data), limits)
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - libsndfile raises its own types for anything unreadable
+        raise AudioError("cannot read the audio upload", "send a WAV, FLAC or OGG recording") from None
+    seconds = info.frames / max(info.samplerate, 1)
+    if seconds > limits.audio_seconds:
+        raise LimitError(f"the recording is {seconds:.1f} s long, over this server's limit of "
+                         f"{limits.audio_seconds:.0f} s", "cut it into shorter pieces")
+    if seconds <= 0:
+        raise AudioError("the audio upload has no samples", "send a recording of speech")
+    return seconds
+
+
+def prepare(options: SpeakOptions, limits: Limits, files: dict[str, bytes] | None = None,
+            uploads=None) -> Prepared:
+    """Decode and check a request: exactly one of text/audio, sizes within ``limits``.
+
+    ``files``: multipart file parts by field name ("portrait", "audio"); ``uploads``: a mapping of
+    upload ids to bytes (``POST /v1/uploads``)."""
+    files = files or {}
+
+    def source(kind: str) -> bytes | None:
+        given = [x for x in (files.get(kind), getattr(options, kind), getattr(options, f"{kind}_id"))
+                 if x is not None]
+        if len(given) > 1:
+            raise MalformedRequest(f"give the {kind} once: as a file, as base64 or as an upload id",
+                                   f"drop one of {kind} / {kind}_id")
+        if files.get(kind) is not None:
+            return files[kind]
+        if getattr(options, kind) is not None:
+            return b64(getattr(options, kind), kind, limits)
+        ref = getattr(options, f"{kind}_id")
+        if ref is None:
+            return None
+        found = uploads.get(ref) if uploads is not None else None
+        if found is None:
+            raise InputError(f"no upload with id {ref!r} (or it expired)", "POST the file to /v1/uploads again")
+        return found
+
+    for name, value in (("text", options.text), ("transcript", options.transcript)):
+        if value is not None and len(value) > limits.text_chars:
+            raise LimitError(f"the {name} is {len(value)} characters, over this server's limit of "
+                             f"{limits.text_chars}", "split it into several requests")
+    audio = source("audio")
+    if (options.text is None) == (audio is None):
+        raise InputError("give exactly one of text or audio", 'send "text": "..." or an audio upload')
+    if options.text is not None and not options.text.strip():
+        raise InputError("the text is empty", "give a sentence to speak")
+    seconds = audio_seconds(audio, limits) if audio is not None else 0.0
+    portrait = source("portrait")
+    image = decode_image(portrait, limits) if portrait is not None else None
+    return Prepared(options, image, audio, seconds)
+
+
+@contextmanager
+def private_file(data: bytes, folder: str, suffix: str = ".bin") -> Iterator[str]:
+    """``data`` in a temporary file only this process can read (mode 0600, a name the server makes),
+    removed afterwards."""
+    fd, path = tempfile.mkstemp(suffix=suffix, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield path
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
