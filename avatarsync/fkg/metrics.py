@@ -26,9 +26,11 @@ def to_unit(images: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of [0, 1] images ``[N, 3, H, W]``."""
-    mse = (a - b).pow(2).flatten(1).mean(1).clamp(min=1e-10)
-    return 10 * torch.log10(1.0 / mse)
+    """Per-image PSNR (dB) of [0, 1] images ``[N, 3, H, W]`` (``tokenizers.losses.psnr`` on their
+    [-1, 1] versions: the one definition)."""
+    from ..tokenizers.losses import psnr as psnr_pm1
+
+    return psnr_pm1(a * 2 - 1, b * 2 - 1)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:

@@ -25,18 +25,13 @@ import numpy as np
 import torch
 
 from ..errors import AvatarSyncError
+from ..tokenizers.losses import psnr
 from .baselines import linear_crossfade, nearest_keyframe
 from .codec import LatentCodec
 from .data import InterpDataConfig, LatentCache
 from .interpolate import interpolate_frames
 from .model import MambaInterpolator
 from .schedule import PhoneTable, frame_schedule, keyframe_frames, keyframe_times
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of [N, 3, H, W] images in [-1, 1]."""
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp(min=1e-10)
-    return 10 * torch.log10(4.0 / mse)
 
 
 def outside_mouth_motion(video: torch.Tensor, boxes: np.ndarray) -> float:

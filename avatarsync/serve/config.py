@@ -30,5 +30,6 @@ class ServeConfig:
     keep_jobs: int = 64  # finished jobs (and their MP4s) kept; the oldest go first
     job_ttl_s: float = 3600.0  # finished jobs older than this are dropped with their files
     uploads_kept: int = 32  # portraits/recordings uploaded for later requests (POST /v1/uploads), in memory
+    warmup: bool = True  # each worker runs a tiny request at start-up (loads the voice and the face detector)
     jpeg_quality: int = 80  # default quality of streamed frames
     limits: Limits = field(default_factory=Limits)

@@ -214,61 +214,78 @@ def generate(pipe, prepared, workdir: str | Path, cancel: threading.Event | None
         pieces = [(p, None, None) for p in phrases]
     check()
     torch.manual_seed(o.seed)
-    if how == "warp":
-        warp = pipe._photo_warp(prepared.image)
-        rest = np.array([warp.gap0, 0.0])
-        shape = warp.image.shape
-        full_shapes = None
-        if prepared.audio is not None:
-            full_shapes = ease(pipe.mouth_shapes(track, n_output_frames(track.duration, fps)), rest)
-    else:
-        tokens = _Tokens(pipe, prepared.image, o)
-        shape = tokens.shape
-    yield Start(int(shape[1]), int(shape[0]), fps, how, len(pieces))
+    from concurrent.futures import ThreadPoolExecutor
 
-    frame, last = 0, None
-    for k, (text, a, b) in enumerate(pieces):
-        check()
-        if text is not None:
-            ptrack, psamples, psr = pipe.phonemes(text, None, None, o.lang, voice=o.voice, rate=o.rate,
-                                                  pitch=o.pitch)
-            n = n_output_frames(ptrack.duration, fps)
-        else:
-            f0, f1 = int(round(a * fps)), int(round(b * fps))
-            n = f1 - f0
-            if n <= 0:
-                continue
-            ptrack = track.slice(f0 / fps, f1 / fps)
-            psr = sr
-            psamples = samples[int(round(f0 * sr / fps)):int(round(f1 * sr / fps))]
-        check()
-        yield Phrase(k, text or "", frame, n)
-        psamples = np.pad(psamples, (0, max(0, int(round(n * psr / fps)) - len(psamples))))[:int(round(n * psr / fps))]
-        yield Audio(frame, psamples.astype(np.float32), int(psr))
+    def speak_piece(k: int):
+        return pipe.phonemes(pieces[k][0], None, None, o.lang, voice=o.voice, rate=o.rate, pitch=o.pitch)
+
+    # the next phrase is spoken while this one is animated (the first while the face is found)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatarsync-voice") as voice:
+        ahead = voice.submit(speak_piece, 0) if prepared.audio is None else None
+        early = False
         if how == "warp":
-            if full_shapes is not None:
-                shapes = full_shapes[f0:f1]
-            else:
-                shapes = ease(pipe.mouth_shapes(ptrack, n), rest)
-            from threadpoolctl import threadpool_limits
-
-            with threadpool_limits(limits=1, user_api="blas"):
-                for i, s in enumerate(shapes):
-                    check()
-                    yield Frame(frame + i, k, warp.render(s))
+            warp = pipe._photo_warp(prepared.image)
+            rest = np.array([warp.gap0, 0.0])
+            shape = warp.image.shape
+            full_shapes = None
+            if prepared.audio is not None:
+                full_shapes = ease(pipe.mouth_shapes(track, n_output_frames(track.duration, fps)), rest)
         else:
-            frames = tokens.frames(ptrack, n)
-            if len(frames) < n:  # never short of the audio
-                frames = np.concatenate([frames, np.repeat(frames[-1:], n - len(frames), axis=0)])
-            if last is not None:
-                for i in range(min(EASE, n)):
-                    w = (i + 1) / (EASE + 1)
-                    frames[i] = np.clip((1 - w) * last + w * frames[i] + 0.5, 0, 255).astype(np.uint8)
-            for i, f in enumerate(frames):
-                check()
-                yield Frame(frame + i, k, f)
-            last = frames[-1].astype(np.float32)
-        frame += n
+            tokens = _Tokens(pipe, prepared.image, o)
+            shape = tokens.shape
+        yield Start(int(shape[1]), int(shape[0]), fps, how, len(pieces))
+        if how == "warp":  # every piece starts at rest, so the first frame is the portrait itself: send it now
+            yield Frame(0, 0, warp.render(rest))
+            early = True
+
+        frame, last = 0, None
+        for k, (text, a, b) in enumerate(pieces):
+            check()
+            if text is not None:
+                ptrack, psamples, psr = ahead.result()
+                ahead = voice.submit(speak_piece, k + 1) if k + 1 < len(pieces) else None
+                n = n_output_frames(ptrack.duration, fps)
+            else:
+                f0, f1 = int(round(a * fps)), int(round(b * fps))
+                n = f1 - f0
+                if n <= 0:
+                    continue
+                ptrack = track.slice(f0 / fps, f1 / fps)
+                psr = sr
+                psamples = samples[int(round(f0 * sr / fps)):int(round(f1 * sr / fps))]
+            check()
+            yield Phrase(k, text or "", frame, n)
+            m = int(round(n * psr / fps))
+            psamples = np.pad(psamples, (0, max(0, m - len(psamples))))[:m]
+            yield Audio(frame, psamples.astype(np.float32), int(psr))
+            if how == "warp":
+                if full_shapes is not None:
+                    shapes = full_shapes[f0:f1]
+                else:
+                    shapes = ease(pipe.mouth_shapes(ptrack, n), rest)
+                from threadpoolctl import threadpool_limits
+
+                with threadpool_limits(limits=1, user_api="blas"):
+                    for i, s in enumerate(shapes):
+                        check()
+                        if early and frame + i == 0:
+                            continue  # sent already (the same pixels: the shapes start at rest)
+                        yield Frame(frame + i, k, warp.render(s))
+            else:
+                frames = tokens.frames(ptrack, n)
+                if len(frames) < n:  # never short of the audio
+                    frames = np.concatenate([frames, np.repeat(frames[-1:], n - len(frames), axis=0)])
+                if last is not None:
+                    for i in range(min(EASE, n)):
+                        w = (i + 1) / (EASE + 1)
+                        frames[i] = np.clip((1 - w) * last + w * frames[i] + 0.5, 0, 255).astype(np.uint8)
+                for i, f in enumerate(frames):
+                    check()
+                    yield Frame(frame + i, k, f)
+                last = frames[-1].astype(np.float32)
+            frame += n
+        if ahead is not None:
+            ahead.cancel()
     if frame == 0:
         raise InputError("nothing to animate: the speech has no length", "give a longer text or recording")
     yield End(frame, fps)
@@ -288,6 +305,8 @@ class Mp4Writer:
         self._apts = 0
         self.sample_rate = None
         self._audio: list[np.ndarray] = []
+        self._frames: list[np.ndarray] = []
+        self.expect_audio = True
 
     def _open(self, w: int, h: int) -> None:
         from fractions import Fraction
@@ -307,6 +326,10 @@ class Mp4Writer:
         if self.container is None:  # the streams are made with the first frame
             self.sample_rate = self.sample_rate or sample_rate
             self._audio.append(samples)
+            if self._frames:
+                pending, self._frames = self._frames, []
+                for f in pending:
+                    self.frame(f)
             return
         self._encode_audio(samples)
 
@@ -330,16 +353,27 @@ class Mp4Writer:
     def frame(self, image: np.ndarray) -> None:
         import av
 
+        if self.container is None and self.sample_rate is None and self.expect_audio:
+            self._frames.append(image)  # the streams are made once the audio's rate is known
+            return
         if self.container is None:
             self._open(image.shape[1], image.shape[0])
             for chunk in self._audio:
                 self._encode_audio(chunk)
             self._audio = []
+            pending, self._frames = self._frames, []
+            for f in pending:
+                self.frame(f)
         h, w = self.v.height, self.v.width
         for p in self.v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24")):
             self.container.mux(p)
 
     def close(self) -> Path:
+        if self._frames:
+            self.expect_audio = False
+            pending, self._frames = self._frames, []
+            for f in pending:
+                self.frame(f)
         if self.container is None:
             raise InputError("no frames to write", "the video would be empty")
         for p in self.v.encode():
