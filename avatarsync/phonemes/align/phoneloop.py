@@ -17,12 +17,12 @@ import threading
 import numpy as np
 
 from ...errors import AlignmentError, BackendUnavailable
-from ..audio import check_audio, resample
+from ..audio import check_audio
 from ..timeline import RawPhone, assemble_track
 from ..track import PhonemeTrack
 from .arpabet import ARPABET_TO_IPA
 from .base import Aligner
-from .sphinx import FRAME, NOISE_STD, PAD, SAMPLE_RATE, PocketsphinxAligner, loud_mask
+from .sphinx import FRAME, PAD, SAMPLE_RATE, PocketsphinxAligner, decoder_pcm, loud_mask
 
 ANY = "any"
 NEAR = 0.1  # seconds: a recognized phone this far from any speech-level audio is taken as noise
@@ -68,11 +68,7 @@ class PhoneLoopAligner(Aligner):
 
     def _align(self, audio: np.ndarray, sample_rate: int, transcript: str | None, lang: str) -> PhonemeTrack:
         duration = len(audio) / sample_rate
-        x = resample(audio, sample_rate, SAMPLE_RATE)
-        pad = np.zeros(int(PAD * SAMPLE_RATE), np.float32)
-        y = np.concatenate([pad, x, pad])
-        y += np.random.default_rng(0).normal(0.0, NOISE_STD, len(y)).astype(np.float32)
-        pcm = (np.clip(y, -1, 1) * 32767).astype(np.int16).tobytes()
+        pcm = decoder_pcm(audio, sample_rate)
         with self._lock:
             d = self._decoders()
             try:

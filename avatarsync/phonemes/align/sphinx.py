@@ -49,6 +49,16 @@ def transcript_words(text: str) -> list[str]:
     return _WORD_RE.findall(text.lower().replace("’", "'"))
 
 
+def decoder_pcm(audio: np.ndarray, sample_rate: int) -> bytes:
+    """16 kHz 16-bit PCM for pocketsphinx: ``PAD`` s of silence each side and a faint fixed noise
+    floor (its voice-activity and normalisation misbehave on digital silence)."""
+    x = resample(audio, sample_rate, SAMPLE_RATE)
+    pad = np.zeros(int(PAD * SAMPLE_RATE), np.float32)
+    y = np.concatenate([pad, x, pad])
+    y += np.random.default_rng(0).normal(0.0, NOISE_STD, len(y)).astype(np.float32)
+    return (np.clip(y, -1, 1) * 32767).astype(np.int16).tobytes()
+
+
 class PocketsphinxAligner(Aligner):
     """English forced alignment against a known transcript (needs ``transcript``)."""
 
@@ -112,11 +122,7 @@ class PocketsphinxAligner(Aligner):
         if not words:
             raise AlignmentError(f"the transcript {transcript!r} has no words", "give the words spoken in the audio")
         duration = len(audio) / sample_rate
-        x = resample(audio, sample_rate, SAMPLE_RATE)
-        pad = np.zeros(int(PAD * SAMPLE_RATE), np.float32)
-        y = np.concatenate([pad, x, pad])
-        y += np.random.default_rng(0).normal(0.0, NOISE_STD, len(y)).astype(np.float32)
-        pcm = (np.clip(y, -1, 1) * 32767).astype(np.int16).tobytes()
+        pcm = decoder_pcm(audio, sample_rate)
         with self._lock:
             d = self._decoders()
             self._ensure_words(d, words)
