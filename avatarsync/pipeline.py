@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .config import from_dict, read_yaml
-from .errors import AvatarSyncError, CheckpointError, FaceError, InputError
+from .errors import CheckpointError, FaceError, InputError
 
 DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default"
 STAGES = ("phonemes", "crop", "keyframes", "interpolation", "decode", "mux")
@@ -383,19 +383,19 @@ class Pipeline:
         return SpeakResult(path, frames, samples, sr, self.info.fps, track, timings)
 
     def _photo_warp(self, image):
-        """The ``MouthWarp`` of a portrait (path or array)."""
-        from .faces.align import transform_points
+        """The ``MouthWarp`` of a portrait (path or array; None = the bundle's avatar, whose stored
+        five points are not enough: its face mesh is found)."""
+        from .faces.detect import find_face
         from .mouth.warp import MouthWarp
 
+        source = str(image) if isinstance(image, (str, Path)) else "the image"
         img = read_image(image) if isinstance(image, (str, Path)) else image
-        if img is None:  # the bundle's avatar: its stored five points are not enough, find its face mesh
-            img = self.avatar()[0]
-        portrait, aligned = self.crop(img, source=str(image) if isinstance(image, (str, Path)) else "the image")
-        lm = aligned.landmarks
-        if lm is None or lm.points is None or len(lm.points) < 468:
+        portrait = _even(self.avatar()[0] if img is None else img)
+        points = find_face(portrait, self.detector, source=source).points
+        if points is None or len(points) < 468:
             raise FaceError("the warp renderer needs the face-mesh detector's 478 landmarks",
                             "use the mediapipe detector, or --render tokens")
-        return MouthWarp(portrait, transform_points(lm.points, aligned.inverse), self.interior)
+        return MouthWarp(portrait, points, self.interior)
 
     def _video_faces(self, video, n_frames: int):
         """(frames, points, detected) of the video's frames played forward and back to ``n_frames``."""
@@ -406,14 +406,7 @@ class Pipeline:
         path = Path(video)
         if not path.is_file():
             raise InputError(f"video {path} not found", "check the --video path")
-        try:
-            frames, _ = read_video_frames(path, self.info.fps)
-        except AvatarSyncError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file to the user
-            raise InputError(f"cannot read video {path}: {e}", "use an MP4/MOV/MKV file ffmpeg can read") from None
-        if not len(frames):
-            raise InputError(f"video {path} has no frames", "use a video with a face in it")
+        frames, _ = read_video_frames(path, self.info.fps)  # unreadable or empty: its own InputError
         idx = pingpong(len(frames), n_frames)
         known = path.with_suffix(".npz")  # a bundle's backdrop keeps the landmarks tracked when it was made
         if path.parent == self.folder and known.is_file():

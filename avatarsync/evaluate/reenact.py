@@ -132,11 +132,12 @@ def box_scores(frames: np.ndarray, real: np.ndarray, real_lm: np.ndarray, prefix
 
 
 def frame_scores(frames: np.ndarray, real: np.ndarray, real_lm: np.ndarray, found: np.ndarray | None = None,
-                 lm: np.ndarray | None = None) -> dict:
+                 lm: np.ndarray | None = None, stable: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Box PSNR/SSIM, mouth LMD, lip-gap series, sharpness of ``frames`` against ``real`` (same length),
-    and the box figures again against the real frames with their head motion removed (``stab_``)."""
+    and the box figures again against the real frames with their head motion removed (``stab_``;
+    ``stable``: ``stabilized(real, real_lm)`` when the caller already has it)."""
     out = box_scores(frames, real, real_lm)
-    out |= box_scores(frames, *stabilized(real, real_lm), prefix="stab_")
+    out |= box_scores(frames, *(stable or stabilized(real, real_lm)), prefix="stab_")
     if lm is not None:
         gap, real_gap = M.lip_gap(lm), M.lip_gap(real_lm)
         r0, best, lag = M.lagged_pearson(gap, real_gap)
@@ -202,8 +203,9 @@ def evaluate_clip(pipe, clip, cfg: EvaluateConfig, embedder=None, lpips=None) ->
     still = np.repeat(real[:1], n, axis=0)
     still_lm = np.repeat(real_lm[:1], n, axis=0)
     scores = ClipScores(clip.clip_id, n, round(compute, 3))
-    scores.generated = frame_scores(gen, real, real_lm, tracked.detected, tracked.points)
-    scores.still = frame_scores(still, real, real_lm, np.ones(n, bool), still_lm)
+    stable = stabilized(real, real_lm)  # once per clip, for both systems
+    scores.generated = frame_scores(gen, real, real_lm, tracked.detected, tracked.points, stable)
+    scores.still = frame_scores(still, real, real_lm, np.ones(n, bool), still_lm, stable)
     scores.still |= {"lip_gap_r": 0.0, "lip_gap_best_r": 0.0, "best_lag": 0}  # a still mouth follows nothing
     scores.generated["real_lip_gap"] = _json_series(M.lip_gap(real_lm))
     if embedder is not None:

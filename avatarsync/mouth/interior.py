@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, InputError
-from .geometry import LOWER_OUTER, UPPER_OUTER, opening_grid
+from .geometry import LOWER_INNER, LOWER_OUTER, UPPER_INNER, UPPER_OUTER, opening_grid
 from .shape import mouth_shape
 
 GRID = (32, 96)  # (v, u) samples of the opening
@@ -24,8 +24,6 @@ GAP_EDGES = (0.02, 0.04, 0.06, 0.08, 0.10, 0.125, 0.16, 0.25)
 
 def lip_colour(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Mean RGB (float) of the lips: the pixels on the segments between the outer and inner contours."""
-    from .geometry import LOWER_INNER, UPPER_INNER
-
     samples = []
     for outer, inner in ((UPPER_OUTER, UPPER_INNER), (LOWER_OUTER, LOWER_INNER)):
         a, b = points[list(outer)][1:-1], points[list(inner)][1:-1]

