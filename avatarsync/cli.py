@@ -20,8 +20,8 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder for the corpus (created if missing)")
     p.add_argument("--clips", type=int, default=20, help="number of clips to generate")
     p.add_argument("--seed", type=int, default=0, help="master seed; the same seed gives the same corpus")
-    p.add_argument("--lang", choices=["en", "zh", "mix"], default="en",
-                   help="sentence language: English, Mandarin, or both alternating")
+    p.add_argument("--lang", choices=["en", "zh", "fr", "mix"], default="en",
+                   help="sentence language: English, Mandarin, French, or English and Mandarin alternating")
     p.add_argument("--size", type=int, default=128, help="frame size in pixels (square, even)")
     p.add_argument("--fps", type=float, default=25.0, help="video frame rate")
     p.add_argument("--identities", type=int, default=60,
@@ -125,6 +125,10 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
                    help="speak's paste region (default: the bundle's pipeline.yaml paste_region)")
     p.add_argument("--render", choices=["auto", "tokens", "warp"], default=None,
                    help="speak's renderer (default: the bundle's pipeline.yaml render)")
+    p.add_argument("--source", choices=["first-frame", "video"], default="first-frame",
+                   help="what speak animates: first-frame (the clip's first frame as the portrait: "
+                        "self-reenactment) or video (the clip itself dubbed with its own speech: only the mouth "
+                        "is regenerated, the head motion is the clip's)")
     p.add_argument("--lpips-vgg", help="local torchvision VGG16 weights file: also report face-box LPIPS "
                                        "(lpips' own linear heads); without it LPIPS is not reported")
     p.add_argument("--json", help="write the full report (per clip and pooled) to this JSON file")
@@ -141,8 +145,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     cfg = EvaluateConfig(data=args.data, checkpoint=args.checkpoint, split=args.split, max_clips=args.max_clips,
                          use_transcript=not args.no_transcript, seed=args.seed, device=args.device,
                          csim=not args.no_csim, videos=args.videos, paste_region=args.paste_region,
-                         render=args.render,
-                         lpips_vgg=args.lpips_vgg)
+                         render=args.render, source=args.source, lpips_vgg=args.lpips_vgg)
     report = evaluate_corpus(cfg, progress=not args.quiet)
     print(format_table(report))
     print(f"speak: {report['seconds_of_compute_per_second_of_video']:.2f} s of compute per s of video")
@@ -197,6 +200,25 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _take_local_rank(argv: list[str]) -> list[str]:
+    """Drop the ``--local_rank=N`` (``--local-rank``) that the deepspeed launcher and torch.distributed.launch
+    put after the module name; it goes to ``LOCAL_RANK``, which they set as well."""
+    import os
+
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        name, eq, value = a.partition("=")
+        if name in ("--local_rank", "--local-rank"):
+            if not eq and i + 1 < len(argv):
+                i, value = i + 1, argv[i + 1]
+            os.environ.setdefault("LOCAL_RANK", value)
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
 def _run_train(args: argparse.Namespace) -> int:
     if args.task == "personal":
         from .train.personal import PersonalConfig, train_personal
@@ -214,6 +236,10 @@ def _run_train(args: argparse.Namespace) -> int:
     from .train.registry import run_training
 
     result = run_training(args.task, args.config, args.overrides, progress=not args.quiet)
+    from .train.distributed import is_main
+
+    if not is_main():  # one of several training processes: rank 0 reports
+        return 0
     shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.final_metrics.items()) if isinstance(v, float))
     print(f"trained {args.task} for {result.steps} steps; model in {result.out_dir / 'final'}")
     if shown:
@@ -223,57 +249,18 @@ def _run_train(args: argparse.Namespace) -> int:
 
 # -- speak -------------------------------------------------------------------------------------
 def _add_speak(p: argparse.ArgumentParser) -> None:
+    from .options import add_arguments
+
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", help="script to speak (synthesized by --voice, whose own durations time the phones)")
-    src.add_argument("--audio", help="speech recording (WAV/FLAC/OGG) to lip-sync to; over 30 s without "
-                                     "--transcript it is recognized piece by piece, split at pauses")
     src.add_argument("--list-voices", action="store_true",
                      help="list the installed voices for --text (Piper and espeak-ng, the default of each "
                           "language marked) and exit")
-    p.add_argument("--transcript", help="what the recording says (checked against the offline speech recognizer, "
-                                        "then force-aligned); without it the recognizer supplies the words")
-    p.add_argument("--lang", default="en",
-                   help="language of the text or speech: en or zh; for --audio also 'any' (phone recognition: "
-                        "the mouth follows speech in a language with no model here)")
-    who = p.add_mutually_exclusive_group()
-    who.add_argument("--image", help="portrait photo with one face (default: the bundled avatar)")
-    who.add_argument("--video", help="a video of one face to dub: its head motion, blinks and background are kept "
-                                     "(looped forward and back to the speech's length) and only the mouth is moved "
-                                     "to the new speech")
-    p.add_argument("-o", "--out", default="out.mp4", help="output MP4 path (written only when complete)")
+    add_arguments(p, {"source": src})  # the options of a request (avatarsync/options.py), shared with the server
     p.add_argument("--checkpoint", help="model folder made by `avatarsync bundle` (default: the bundled model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the models run")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same video)")
-    p.add_argument("--crop-only", action="store_true", help="write the aligned face crop instead of the full portrait")
-    p.add_argument("--voice", help="voice for --text: a Piper voice (en_US-joe-medium, alias joe), an espeak-ng "
-                                   "voice (en-us, en-gb+f3) or variant (+f3); 'piper:'/'espeak:' pick the backend; "
-                                   "unset: the natural Piper voice when installed (English), else espeak-ng; "
-                                   "see --list-voices")
-    p.add_argument("--rate", type=int, default=160, help="speaking rate for --text in words per minute")
-    p.add_argument("--pitch", type=int, default=50, help="voice pitch for --text, 0-100 (espeak-ng voices only)")
-    p.add_argument("--aligner", default="auto",
-                   help="aligner for --audio: auto, whisperx, pocketsphinx, whisper, espeak or phoneloop "
-                        "(--lang any)")
     p.add_argument("--asr-model", metavar="DIR",
                    help="CTranslate2 Whisper folder for the offline speech recognizer (env AVATARSYNC_ASR_MODEL; "
                         "default: the installed multilingual Whisper base)")
-    p.add_argument("--temperature", type=float, default=0.0, help="keyframe sampling temperature (0 = greedy)")
-    p.add_argument("--top-k", type=int, default=0, help="keyframe sampling top-k (0 = off)")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale on the phonemes (1 = off; default: the bundle's "
-                        "pipeline.yaml guidance)")
-    p.add_argument("--keyframe-decode", default=None, choices=["argmax", "expected"],
-                   help="how keyframes become pixels: argmax (the decoded codes) or expected (each cell's expected "
-                        "code under the decoding logits; default: the bundle's pipeline.yaml keyframe_decode)")
-    p.add_argument("--paste-region", default=None, choices=["face", "mouth"],
-                   help="what of the portrait is regenerated: face (the whole face crop) or mouth (mouth, lips, chin "
-                        "and lower cheeks; everything else stays the photo's own pixels; default: the bundle's "
-                        "pipeline.yaml paste_region)")
-    p.add_argument("--render", default=None, choices=["auto", "tokens", "warp"],
-                   help="how frames are made: warp (the photo's own lips and jaw moved by the mouth-motion model, "
-                        "at the photo's resolution), tokens (the keyframe chain: tokenizer, keyframe model, "
-                        "interpolator) or auto (warp for a photo, tokens for the bundled avatar; default: the "
-                        "bundle's pipeline.yaml render)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or timing table")
 
 
@@ -283,6 +270,7 @@ def _run_speak(args: argparse.Namespace) -> int:
 
         print(format_voices())
         return 0
+    from .options import from_args
     from .pipeline import Pipeline
 
     if args.asr_model:  # the pipeline's aligner reads its model folder from the environment
@@ -292,13 +280,14 @@ def _run_speak(args: argparse.Namespace) -> int:
 
         os.environ[ENV_MODEL] = str(check_model_dir(args.asr_model))
 
+    if args.text and not args.audio:  # the voice gets ready (a Piper session) while the models load
+        import threading
+
+        from .voices import prepare
+
+        threading.Thread(target=prepare, args=(args.lang, args.voice), daemon=True).start()
     pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
-    res = pipe.speak(text=args.text, audio=args.audio, transcript=args.transcript, image=args.image, out=args.out,
-                     lang=args.lang, seed=args.seed, crop_only=args.crop_only, voice=args.voice, rate=args.rate,
-                     pitch=args.pitch, aligner=args.aligner, temperature=args.temperature, top_k=args.top_k,
-                     guidance=args.guidance, keyframe_decode=args.keyframe_decode,
-                     paste_region=args.paste_region, render=args.render, video=args.video,
-                     progress=not args.quiet)
+    res = pipe.speak(from_args(args, progress=not args.quiet))
     total = sum(res.timings.values())
     if not args.quiet:
         print(f"{'stage':<14}{'seconds':>9}{'s per s of video':>18}", file=sys.stderr)
@@ -316,28 +305,34 @@ def _add_bundle(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interp", required=True, help="trained interpolator folder (a run's final/)")
     p.add_argument("--mouth", help="trained mouth-motion folder (`avatarsync train mouth`'s final/): lets `speak` "
                                    "warp a photo's own mouth (--render warp)")
-    p.add_argument("--render", default="auto", choices=["auto", "tokens", "warp"],
-                   help="default renderer of `speak` with this bundle (auto: warp for photos when --mouth is given)")
+    p.add_argument("--render", choices=["auto", "tokens", "warp"],
+                   help="default renderer of `speak` with this bundle (auto: warp for photos when --mouth is given; "
+                        "unset: the shipped bundle's)")
     p.add_argument("--out", required=True, help="bundle folder to write (use with speak --checkpoint)")
     p.add_argument("--unit-key", default="viseme", choices=["viseme", "symbol"],
                    help="what the keyframe model's unit tokens are (must match its training)")
     p.add_argument("--avatar-identity", type=int, default=7, help="procedural identity used as the default avatar")
-    p.add_argument("--guidance", type=float, default=1.0,
-                   help="default classifier-free guidance scale of `speak` with this bundle (1 = off; >1 needs a "
+    p.add_argument("--guidance", type=float,
+                   help="default classifier-free guidance scale of `speak` with this bundle (unset: the shipped "
+                        "bundle's; 1 = off; >1 needs a "
                         "keyframe model trained with loss.unit_dropout)")
-    p.add_argument("--keyframe-decode", default="argmax", choices=["argmax", "expected"],
-                   help="default keyframe decode of `speak` with this bundle: argmax (the decoded codes) or "
+    p.add_argument("--keyframe-decode", choices=["argmax", "expected"],
+                   help="default keyframe decode of `speak` with this bundle (unset: the shipped bundle's): "
+                        "argmax (the decoded codes) or "
                         "expected (each cell's expected code under the decoding logits)")
-    p.add_argument("--paste-region", default="face", choices=["face", "mouth"],
-                   help="default paste region of `speak` with this bundle: face (the whole crop) or mouth "
+    p.add_argument("--paste-region", choices=["face", "mouth"],
+                   help="default paste region of `speak` with this bundle (unset: the shipped bundle's): face "
+                        "(the whole crop) or mouth "
                         "(only what speech moves)")
 
 
 def _run_bundle(args: argparse.Namespace) -> int:
-    from .pipeline import BundleInfo, make_bundle
+    from .bundle import DEFAULT_BUNDLE, BundleInfo, make_bundle, read_info
 
-    info = BundleInfo(unit_key=args.unit_key, guidance=args.guidance, keyframe_decode=args.keyframe_decode,
-                      paste_region=args.paste_region, render=args.render)
+    shipped = read_info(DEFAULT_BUNDLE)
+    given = {"guidance": args.guidance, "keyframe_decode": args.keyframe_decode, "paste_region": args.paste_region,
+             "render": args.render}
+    info = BundleInfo(unit_key=args.unit_key, **{k: getattr(shipped, k) if v is None else v for k, v in given.items()})
     out = make_bundle(args.out, args.tokenizer, args.fkg, args.interp, info, avatar_identity=args.avatar_identity,
                       mouth=args.mouth)
     print(f"wrote model bundle {out}")
@@ -389,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_take_local_rank(list(sys.argv[1:] if argv is None else argv)))
     if extra:
         # `train TASK --config X key=value ...`: overrides may follow the options
         if getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):

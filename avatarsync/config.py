@@ -2,7 +2,8 @@
 
 Every configurable object is a dataclass; nested dataclasses become nested
 YAML mappings. ``load_config(MyConfig, "recipe.yaml", ["train.lr=3e-4"])``
-returns a fresh instance (there is no global config object).
+returns a fresh instance (there is no global config object); training recipes
+(``train.registry.load_recipe``) read their two sections the same way.
 """
 
 from __future__ import annotations
@@ -137,16 +138,23 @@ def read_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML: {getattr(e, 'problem', None) or e}{where}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Defaults of ``cls``, updated by the YAML file at ``path``, then by ``overrides``."""
-    data = to_dict(cls()) if path is None else merge_dicts(to_dict(cls()), read_yaml(path))
-    return from_dict(cls, apply_overrides(data, list(overrides)))
+def load_config(cls: type[T], source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = (),
+                where: str = "config") -> T:
+    """The package's one way from YAML to a dataclass: the defaults of ``cls``, updated (nested
+    mappings key by key) by ``source`` -- a YAML file, or a mapping already read from one (a
+    section of a recipe) -- with the dotted ``overrides`` applied to it first. ``where`` names
+    the config in errors."""
+    data = {} if source is None else dict(source) if isinstance(source, dict) else read_yaml(source)
+    data = apply_overrides(data, list(overrides))
+    return from_dict(cls, merge_dicts(to_dict(cls()), data), where)
 
 
 def merge_dicts(base: dict, new: dict) -> dict:

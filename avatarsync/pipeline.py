@@ -19,20 +19,20 @@ A model folder ("bundle") holds ``pipeline.yaml``, ``tokenizer/``, ``fkg/``,
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from .config import from_dict, read_yaml
+from .config import read_yaml
 from .errors import CheckpointError, FaceError, InputError
+from .options import SpeakOptions
+from .bundle import DEFAULT_BUNDLE, BundleInfo, make_bundle, read_info
 
-DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default"
 STAGES = ("phonemes", "crop", "keyframes", "interpolation", "decode", "mux")
 WARP_STAGES = ("phonemes", "crop", "motion", "render", "mux")
 PASTE_REGIONS = ("face", "mouth")
@@ -40,31 +40,6 @@ PASTE_REGIONS = ("face", "mouth")
 # paste back), "warp" (mouth/: the mouth-motion model moves the photo's own lips and jaw at its own
 # resolution) or "auto" (warp for a photo when the bundle has a mouth/ model, tokens for the avatar)
 RENDERS = ("auto", "tokens", "warp")
-
-
-@dataclass
-class BundleInfo:
-    """``pipeline.yaml``: how the three models fit together."""
-
-    fps: float = 25.0
-    crop_size: int = 128
-    face_scale: float = 1.0  # must match the tokenizer's training crops (data.face_scale)
-    unit_key: str = "viseme"  # what FKG unit tokens stand for: "viseme" (PVM visual units) or "symbol"
-    avatar: str = "avatar.png"
-    avatar_landmarks: str = "avatar.json"
-    trained_on: str = ""  # free text: corpus and recipe that made it
-    guidance: float = 1.0  # default classifier-free guidance scale of the keyframe model (1 = off)
-    # default keyframe decode: "argmax" (the decoded codes) or "expected" (each cell's expected code
-    # vector under the decoding logits; fkg/keyframe_codes.py)
-    keyframe_decode: str = "argmax"
-    # what of the portrait is replaced: "face" (the whole aligned crop) or "mouth" (only the region
-    # speech moves, faces.align.MOUTH_REGION, colour-matched at the seam; the rest stays the portrait's)
-    paste_region: str = "face"
-    render: str = "auto"  # RENDERS
-    # a short clip of the person (personal bundles, `train personal`): with no portrait given, speak
-    # dubs it, so the avatar moves like the person instead of the drawn avatar
-    backdrop: str = ""
-    metrics: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -135,20 +110,20 @@ class Pipeline:
     def from_pretrained(cls, folder: str | Path | None = None, device: str = "auto",
                         detector: str = "mediapipe") -> "Pipeline":
         """Load a bundle folder (default: the one shipped in the package)."""
-        from .fkg.task import load_fkg
+        from .device import resolve_device
+        from .fkg.model import FKGModel
         from .interpolation.model import MambaInterpolator
-        from .tokenizers import load_tokenizer
-        from .train.loop import resolve_device
+        from .tokenizers.tokenizer import VisualTokenizer
 
         folder = Path(folder) if folder is not None else DEFAULT_BUNDLE
         if not (folder / "pipeline.yaml").is_file():
             hint = ("train one with `bash recipes/train_default.sh` (see README) or pass --checkpoint DIR"
                     if folder == DEFAULT_BUNDLE else "point --checkpoint at a folder made by `avatarsync bundle`")
             raise CheckpointError(f"{folder} is not an avatarsync model folder (no pipeline.yaml)", hint)
-        info = from_dict(BundleInfo, read_yaml(folder / "pipeline.yaml"), "pipeline.yaml")
+        info = read_info(folder)
         dev = resolve_device(device)
-        tokenizer = load_tokenizer(folder / "tokenizer", device=dev).eval()
-        fkg = load_fkg(folder / "fkg", device=dev)
+        tokenizer = VisualTokenizer.from_pretrained(folder / "tokenizer", device=dev)
+        fkg = FKGModel.from_pretrained(folder / "fkg", device=dev)
         interp = MambaInterpolator.from_pretrained(folder / "interp", device=dev)
         mouth = interior = None
         if (folder / "mouth" / "config.yaml").is_file():
@@ -169,10 +144,13 @@ class Pipeline:
         ``voice``: a voice of :mod:`avatarsync.voices` for ``text`` (None: the language's default).
         ``lang="any"`` (audio only): phone recognition for speech in any language. Audio over 30 s
         without a transcript is aligned piece by piece, split at pauses (``progress``: a bar)."""
-        from .data.synth import pad_to_frames
+        from .interpolation.schedule import pad_to_frames
 
         if (text is None) == (audio is None):
             raise InputError("give exactly one of text or audio", "use --text \"...\" or --audio speech.wav")
+        from .phonemes.lang import check_bundle_lang
+
+        lang = check_bundle_lang(lang, self.info.languages, f"the model bundle {self.folder}")
         if text is not None:
             from .phonemes import text_to_track
 
@@ -289,20 +267,26 @@ class Pipeline:
         return np.concatenate(out)
 
     # -- the job ----------------------------------------------------------------------------
-    def speak(self, text: str | None = None, audio: str | Path | None = None, transcript: str | None = None,
-              image: str | Path | np.ndarray | None = None, out: str | Path | None = "out.mp4", lang: str = "en",
-              seed: int = 0, crop_only: bool = False, voice: str | None = None, rate: int = 160, pitch: int = 50,
-              aligner: str = "auto", temperature: float = 0.0, top_k: int = 0, guidance: float | None = None,
-              keyframe_decode: str | None = None, paste_region: str | None = None, render: str | None = None,
-              video: str | Path | None = None, progress: bool = False) -> SpeakResult:
-        """Make the talking-head video; ``out=None`` returns frames without writing a file.
-        ``guidance``: classifier-free guidance scale of the keyframes; ``keyframe_decode``: "argmax" or
-        "expected" (``keyframe_latents``); ``paste_region``: "face" or "mouth"; ``render``: "auto",
-        "tokens" or "warp" (``BundleInfo``); None = the bundle's default. ``video``: dub a real video
-        instead of animating a portrait (its head motion, blinks and background kept, its frames
-        looped forward and back to the speech's length, only the mouth moved: ``mouth/dub.py``)."""
+    def speak(self, options: SpeakOptions | None = None, /, **changes) -> SpeakResult:
+        """Make the talking-head video: ``speak(SpeakOptions(text=...))`` or ``speak(text=..., image=...)``
+        (the fields of :class:`~avatarsync.options.SpeakOptions`, the same as ``avatarsync speak``'s options;
+        keywords given with an options object override its fields). ``out=None`` returns frames without
+        writing a file. ``guidance``, ``keyframe_decode``, ``paste_region``, ``render``: None = the bundle's
+        default. ``video``: dub a real video instead of animating a portrait (its head motion, blinks and
+        background kept, its frames looped forward and back to the speech's length, only the mouth moved:
+        ``mouth/dub.py``)."""
+        from dataclasses import replace
+
         from tqdm.auto import tqdm
 
+        try:
+            o = SpeakOptions(**changes) if options is None else replace(options, **changes)
+        except TypeError as e:
+            raise InputError(f"Pipeline.speak: {e}", "use the fields of avatarsync.options.SpeakOptions") from None
+        text, audio, transcript, image, out, lang = o.text, o.audio, o.transcript, o.image, o.out, o.lang
+        seed, crop_only, voice, rate, pitch, aligner = o.seed, o.crop_only, o.voice, o.rate, o.pitch, o.aligner
+        temperature, top_k, guidance, keyframe_decode = o.temperature, o.top_k, o.guidance, o.keyframe_decode
+        paste_region, render, video, progress = o.paste_region, o.render, o.video, o.progress
         if out is not None:
             _check_output(out)
         region = self.info.paste_region if paste_region is None else paste_region
@@ -506,41 +490,5 @@ def _check_output(out: str | Path) -> None:
     check_writable(out)
 
 
-def make_bundle(out: str | Path, tokenizer: str | Path, fkg: str | Path, interp: str | Path,
-                info: BundleInfo | None = None, avatar_identity: int = 7, avatar_size: int = 256,
-                mouth: str | Path | None = None) -> Path:
-    """Assemble trained model folders (``mouth``: the optional mouth-motion model of the warp
-    renderer) and a default avatar into one bundle folder."""
-    import cv2
-    import yaml
-
-    from .data.articulation import FrameState
-    from .data.identity import sample_identity
-    from .data.render import render_frame
-    from .faces.landmarks import landmarks_from_points
-
-    out = Path(out)
-    info = info or BundleInfo()
-    out.mkdir(parents=True, exist_ok=True)
-    parts = [("tokenizer", tokenizer), ("fkg", fkg), ("interp", interp)] + ([("mouth", mouth)] if mouth else [])
-    for name, src in parts:
-        src = Path(src)
-        if not src.is_dir():
-            raise CheckpointError(f"{name} folder {src} not found", f"train it first (avatarsync train {name})")
-        dst = out / name
-        shutil.rmtree(dst, ignore_errors=True)
-        dst.mkdir()
-        for f in src.iterdir():
-            if f.suffix in (".safetensors", ".yaml", ".json"):
-                shutil.copy2(f, dst / f.name)
-        if (src / "metrics.json").is_file() and name not in info.metrics:  # held-out figures travel with it
-            found = json.loads((src / "metrics.json").read_text())
-            info.metrics[name] = {k: round(float(v), 4) for k, v in found.items()
-                                  if k.startswith("val/") and isinstance(v, (int, float))}
-    frame = render_frame(sample_identity(avatar_identity), FrameState(), avatar_size)
-    cv2.imwrite(str(out / info.avatar), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
-    lm = landmarks_from_points(frame.landmarks, "procedural")
-    five = np.stack([lm.left_eye, lm.right_eye, lm.nose, lm.mouth_left, lm.mouth_right]).tolist()
-    (out / info.avatar_landmarks).write_text(json.dumps({"five": five, "identity": avatar_identity}))
-    (out / "pipeline.yaml").write_text(yaml.safe_dump(asdict(info), sort_keys=False))
-    return out
+__all__ = ["DEFAULT_BUNDLE", "BundleInfo", "Pipeline", "SpeakOptions", "SpeakResult", "make_bundle", "read_image",
+           "read_info"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from .pipeline import BundleInfo, make_bundle
+from .bundle import BundleInfo, make_bundle
 
 
 def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codebook_bits: int = 10,
@@ -30,7 +30,6 @@ def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codeboo
     ``mouth``: add a mouth-motion model (no interior atlas), so photos take the warp renderer.
     """
     from .fkg.model import FKGModel
-    from .fkg.task import save_fkg
     from .fkg.vocab import FKGVocab
     from .interpolation.model import InterpModelConfig, MambaInterpolator
     from .phonemes.visemes import VISEME_NAMES
@@ -46,7 +45,7 @@ def make_untrained_bundle(out: str | Path, tokenizer_size: str = "tiny", codeboo
     save_tokenizer(tok, tcfg, parts / "tokenizer")
     fkg = FKGModel(FKGVocab(units=list(VISEME_NAMES), codebook_size=tok.codebook_size), size=fkg_size,
                    frame_window=fkg_window, unit_context=fkg_unit_context)
-    save_fkg(fkg, parts / "fkg")
+    fkg.save_pretrained(parts / "fkg")
     channels = 3 * pixel_factor ** 2 if pixel_factor else tcfg.z_channels
     icfg = InterpModelConfig(latent_channels=channels, d_model=interp_width, n_layers=interp_layers,
                              head_dim=16 if interp_width < 64 else 32, patch=2)

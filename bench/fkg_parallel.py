@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--engine", default="fast", choices=["fast", "transformers"],
+    p.add_argument("--engine", default="fast", choices=["fast", "reference"],
                    help="decoding loop for the batch-vs-single comparison")
     args = p.parse_args()
 
@@ -60,7 +60,7 @@ def main() -> None:
     generate_keyframes(model, ref, units[:2], durs[:2])  # warm-up
     t_batch, c_batch = run(None)
     t_single, c_single = run(1)
-    other = "transformers" if args.engine == "fast" else "fast"
+    other = "reference" if args.engine == "fast" else "fast"
     t_other, c_other = run(None, other)
     same = torch.equal(c_batch, c_single)
     params = sum(p.numel() for p in model.parameters()) / 1e6

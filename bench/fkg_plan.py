@@ -31,8 +31,9 @@ COLUMNS = (("mouth_open_acc", "open acc"), ("mouth_open_bias", "open bias"), ("k
 def main() -> None:
     from mask_ablation import evaluate_split
 
-    from avatarsync.fkg.task import FKGTask, load_fkg
-    from avatarsync.train.loop import resolve_device
+    from avatarsync.fkg.model import FKGModel
+    from avatarsync.fkg.task import FKGTask
+    from avatarsync.device import resolve_device
     from avatarsync.train.registry import load_recipe
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,7 +49,7 @@ def main() -> None:
     base = [*args.overrides, f"data.val_split={args.split}", f"eval.max_utterances={args.max_utterances or 10**9}"]
     probe, train_cfg = load_recipe("fkg", args.config, base)
     device = resolve_device(train_cfg.device)
-    model = load_fkg(args.model, device)
+    model = FKGModel.from_pretrained(args.model, device)
     bins = model.aperture_bins
     if not bins:
         p.error(f"{args.model} has no aperture plan (aperture_bins: 0)")

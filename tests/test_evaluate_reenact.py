@@ -99,3 +99,13 @@ def test_face_lpips_compares_face_boxes(real_corpus):
     assert face_lpips(fake, real, real, lm) == 0.0
     assert fake.seen[-1] == torch.Size([15, 3, 128, 128])  # every fifth frame's face box at 128 px
     assert face_lpips(fake, np.roll(real, 10, axis=2), real, lm) > 0.01
+
+
+def test_evaluate_source_video_dubs_the_clip_itself(real_corpus):
+    report = evaluate_corpus(EvaluateConfig(data=str(real_corpus), source="video", csim=False), progress=False)
+    gen, still = report["pooled"]["generated"], report["pooled"]["still"]
+    # the clip's own head and background: far closer to the real frames than the still first frame
+    assert gen["face_psnr"] > still["face_psnr"] + 5 and gen["face_ssim"] > still["face_ssim"]
+    assert gen["lip_gap_r"] > 0.3 and "stab_face_ssim" not in gen
+    with pytest.raises(InputError, match="source"):
+        evaluate_corpus(EvaluateConfig(data=str(real_corpus), source="mirror", csim=False), progress=False)

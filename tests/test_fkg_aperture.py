@@ -10,7 +10,7 @@ from avatarsync.fkg.data import FKGExample
 from avatarsync.fkg.fakes import fit_toy, noisy_model, toy_examples
 from avatarsync.fkg.generate import GenerationError, SamplingConfig, _guide, generate_keyframes, pick_bins
 from avatarsync.fkg.layout import pack_utterance
-from avatarsync.fkg.task import FKGConfig, FKGTask, save_fkg
+from avatarsync.fkg.task import FKGConfig, FKGTask
 from avatarsync.fkg.vocab import FKGVocab
 
 UNITS = ["a", "b", "c", "d"]
@@ -42,8 +42,8 @@ def test_engines_agree_and_the_imposed_plan_steers_the_codes(guidance, plan_guid
     durs = torch.tensor([vocab.duration_id(0.1)] * 5)
     s = SamplingConfig(guidance=guidance, plan_guidance=plan_guidance)
     fast = generate_keyframes(m, ref, units, durs, s, return_logits=True)
-    slow = generate_keyframes(m, ref, units, durs, s, return_logits=True, engine="transformers", dedupe=False)
-    nocache = generate_keyframes(m, ref, units, durs, s, engine="transformers", use_cache=False, dedupe=False)
+    slow = generate_keyframes(m, ref, units, durs, s, return_logits=True, engine="reference", dedupe=False)
+    nocache = generate_keyframes(m, ref, units, durs, s, engine="reference", use_cache=False, dedupe=False)
     one = generate_keyframes(m, ref, units, durs, s, batch_size=1, dedupe=False)
     assert fast.apertures.shape == (5,) and ((fast.apertures >= 0) & (fast.apertures < 5)).all()
     for other in (slow, nocache, one):
@@ -51,7 +51,7 @@ def test_engines_agree_and_the_imposed_plan_steers_the_codes(guidance, plan_guid
     torch.testing.assert_close(fast.logits, slow.logits, atol=1e-4, rtol=1e-4)
     plan = (fast.apertures + 2) % 5
     imposed = generate_keyframes(m, ref, units, durs, s, apertures=plan)
-    imposed_slow = generate_keyframes(m, ref, units, durs, s, apertures=plan, engine="transformers", dedupe=False)
+    imposed_slow = generate_keyframes(m, ref, units, durs, s, apertures=plan, engine="reference", dedupe=False)
     assert torch.equal(imposed.apertures, plan) and torch.equal(imposed.codes, imposed_slow.codes)
     assert not torch.equal(imposed.codes, fast.codes)
     with pytest.raises(GenerationError, match="bins in 0..4"):
@@ -111,7 +111,7 @@ def test_a_plan_starts_from_a_model_without_one_and_a_misfit_is_refused(tmp_path
     train = toy_examples(16, UNITS, grid=(2, 2), codebook_size=16, seed=0)
     base = FKGTask(FKGConfig(size="tiny", codebook_size=16), train_examples=train, val_examples=[])
     plain = base.build_model()
-    save_fkg(plain, tmp_path / "plain")
+    plain.save_pretrained(tmp_path / "plain")
     cfg = FKGConfig(size="tiny", codebook_size=16, aperture_bins=3, init_from=str(tmp_path / "plain"))
     model = FKGTask(cfg, train_examples=train, val_examples=[]).build_model()
     assert model.aperture_bins == 3

@@ -9,8 +9,8 @@ from avatarsync.errors import InputError
 from avatarsync.fkg import soft_codes
 from avatarsync.fkg.decoder_task import DecoderTask, DecoderTaskConfig
 from avatarsync.fkg.fakes import fit_toy
-from avatarsync.fkg.task import FKGConfig, FKGTask, save_fkg
-from avatarsync.tokenizers import VisualTokenizer, load_tokenizer, save_tokenizer, token_fingerprint
+from avatarsync.fkg.task import FKGConfig, FKGTask
+from avatarsync.tokenizers import VisualTokenizer, save_tokenizer, token_fingerprint
 from avatarsync.tokenizers.config import TokenizerConfig
 from test_fkg_task import _write_corpus
 
@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     cfg.data.max_units, cfg.data.align, cfg.data.crop_size = 3, "none", 32
     fkg_task = FKGTask(cfg, tokenizer=tok)
     model, _ = fit_toy(fkg_task, 5)
-    save_fkg(model, root / "fkg", cfg)
+    model.save_pretrained(root / "fkg", cfg)
     return root
 
 
@@ -56,7 +56,7 @@ def test_soft_codes_cover_the_split_and_decode_as_the_keyframe_model_speaks(trai
 
 def test_adaptation_trains_decoding_only_and_its_keyframes_get_closer(trained):
     task = _task(trained, soft_fraction=1.0)
-    tok = load_tokenizer(trained / "tok")
+    tok = VisualTokenizer.from_pretrained(trained / "tok")
     before = token_fingerprint(tok)
     batches = [task.collate([task.train_dataset()[i] for i in range(8)])]
     first = task.evaluate(task.build_model(), batches)
@@ -69,7 +69,7 @@ def test_adaptation_trains_decoding_only_and_its_keyframes_get_closer(trained):
                if not torch.equal(p, dict(tok.named_parameters())[n])}
     assert changed and all(n.startswith(("decoder", "reference_encoder")) for n in changed)
     task.export(model, trained / "adapted")
-    loaded = load_tokenizer(trained / "adapted")
+    loaded = VisualTokenizer.from_pretrained(trained / "adapted")
     b = batches[0]
     vectors = b["soft"]
     with torch.no_grad():

@@ -8,7 +8,8 @@ import torch
 
 from avatarsync.fkg.fakes import toy_examples
 from avatarsync.fkg.generate import generate_keyframes
-from avatarsync.fkg.task import FKGConfig, FKGTask, load_fkg
+from avatarsync.fkg.model import FKGModel
+from avatarsync.fkg.task import FKGConfig, FKGTask
 from avatarsync.train.config import TrainConfig
 from avatarsync.train.loop import fit
 
@@ -39,7 +40,7 @@ def test_tiny_fkg_trains_three_steps_under_zero2_on_cpu(tmp_path, monkeypatch):
     final = tmp_path / "run" / "final"
     assert json.loads((final / "model.json").read_text())["mask_variant"] == "one_to_one"
     assert "val/gen_code_acc" in res.final_metrics
-    model = load_fkg(final)
+    model = FKGModel.from_pretrained(final)
     v = model.vocab
     out = generate_keyframes(model, torch.zeros(2, 2, dtype=torch.long), [v.unit_id("a")], [v.duration_id(0.1)])
     assert out.codes.shape == (1, 2, 2)

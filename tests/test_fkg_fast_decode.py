@@ -1,4 +1,4 @@
-"""fast_decode (lean loop, compact per-row KV buffer) against its reference twin, the transformers forward."""
+"""fast_decode (lean loop, compact per-row KV buffer) against its reference twin, the model's own forward."""
 
 import pytest
 import torch
@@ -30,7 +30,7 @@ def test_fast_engine_matches_transformers_engine(variant, k):
     m = _model(variant, k=k)
     ref, units, durs = _utterance(m.vocab)
     fast = generate_keyframes(m, ref, units, durs, return_logits=True, engine="fast")
-    slow = generate_keyframes(m, ref, units, durs, return_logits=True, engine="transformers")
+    slow = generate_keyframes(m, ref, units, durs, return_logits=True, engine="reference")
     assert torch.equal(fast.codes, slow.codes)
     torch.testing.assert_close(fast.logits, slow.logits, atol=1e-4, rtol=1e-4)
     chunked = generate_keyframes(m, ref, units, durs, batch_size=4, engine="fast")
@@ -43,8 +43,8 @@ def test_windowed_model_generates_only_the_window_and_engines_agree(variant):
     m = _model(variant, k=64, frame_window=box)
     ref, units, durs = _utterance(m.vocab)
     fast = generate_keyframes(m, ref, units, durs, return_logits=True, engine="fast")
-    slow = generate_keyframes(m, ref, units, durs, return_logits=True, engine="transformers")
-    nocache = generate_keyframes(m, ref, units, durs, engine="transformers", use_cache=False)
+    slow = generate_keyframes(m, ref, units, durs, return_logits=True, engine="reference")
+    nocache = generate_keyframes(m, ref, units, durs, engine="reference", use_cache=False)
     assert fast.codes.shape == (len(units), 3, 4) and fast.logits.shape[1] == 3 * 2
     assert torch.equal(fast.codes, slow.codes) and torch.equal(fast.codes, nocache.codes)
     torch.testing.assert_close(fast.logits, slow.logits, atol=1e-4, rtol=1e-4)
@@ -61,7 +61,7 @@ def test_guided_decoding_engines_agree_and_follow_the_guided_logits(frame_window
     scale = 3.0
     fast = generate_keyframes(m, ref, units, durs, SamplingConfig(guidance=scale), return_logits=True)
     slow = generate_keyframes(m, ref, units, durs, SamplingConfig(guidance=scale), return_logits=True,
-                              engine="transformers", dedupe=False)
+                              engine="reference", dedupe=False)
     assert torch.equal(fast.codes, slow.codes)
     torch.testing.assert_close(fast.logits, slow.logits, atol=1e-4, rtol=1e-4)
     plain = generate_keyframes(m, ref, units, durs, return_logits=True)
@@ -81,13 +81,13 @@ def test_unit_context_model_engines_agree_and_keyframes_see_their_neighbours():
     m = _model("one_to_one", k=64, unit_context=True, frame_window=[0.0, 0.5, 1.0, 1.0])
     ref, units, durs = _utterance(m.vocab, "abcdae")
     fast = generate_keyframes(m, ref, units, durs, return_logits=True)
-    slow = generate_keyframes(m, ref, units, durs, return_logits=True, engine="transformers", dedupe=False)
-    nocache = generate_keyframes(m, ref, units, durs, engine="transformers", use_cache=False)
+    slow = generate_keyframes(m, ref, units, durs, return_logits=True, engine="reference", dedupe=False)
+    nocache = generate_keyframes(m, ref, units, durs, engine="reference", use_cache=False)
     assert torch.equal(fast.codes, slow.codes) and torch.equal(fast.codes, nocache.codes)
     torch.testing.assert_close(fast.logits, slow.logits, atol=1e-4, rtol=1e-4)
     guided = generate_keyframes(m, ref, units, durs, SamplingConfig(guidance=2.0), return_logits=True)
     guided_slow = generate_keyframes(m, ref, units, durs, SamplingConfig(guidance=2.0), return_logits=True,
-                                     engine="transformers", dedupe=False)
+                                     engine="reference", dedupe=False)
     assert torch.equal(guided.codes, guided_slow.codes)
     # changing unit 3 changes keyframes 2, 3 and 4 (its neighbours read it as context), not 0, 1, 5
     other = units.clone()
@@ -106,7 +106,7 @@ def test_fast_engine_samples_like_the_reference():
     ref, units, durs = _utterance(m.vocab)
     cfg = SamplingConfig(temperature=1.0, top_k=8, seed=3)
     fast = generate_keyframes(m, ref, units, durs, cfg, engine="fast")
-    slow = generate_keyframes(m, ref, units, durs, cfg, engine="transformers")
+    slow = generate_keyframes(m, ref, units, durs, cfg, engine="reference")
     greedy = generate_keyframes(m, ref, units, durs)
     assert torch.equal(fast.codes, slow.codes)
     assert not torch.equal(fast.codes, greedy.codes)

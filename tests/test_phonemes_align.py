@@ -1,4 +1,4 @@
-"""Audio -> timestamped phonemes: pocketsphinx, espeak stretch, WhisperX contract (fake module), auto."""
+"""Audio -> timestamped phonemes: pocketsphinx, espeak stretch, the WhisperX adapter (a fake module answering with made-up times), auto."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import pytest
 from avatarsync.errors import AlignmentError, BackendUnavailable, InputError, LanguageError
 from avatarsync.phonemes.align import available_aligners, get_aligner
 from avatarsync.phonemes.align.evaluate import start_errors
-from avatarsync.phonemes.align.retime import group_spans
 from avatarsync.phonemes.align.sphinx import transcript_words
-from avatarsync.phonemes.espeak import synthesize, synthesize_detailed
+from avatarsync.phonemes.espeak import synthesize
 from avatarsync.phonemes.pvm import is_pinyin
 from avatarsync.phonemes.track import SILENCE
 
@@ -162,21 +161,23 @@ def _fake_whisperx(calls: dict, words_for):
     return wx
 
 
-def _true_words(syn, labels, groups, tokens, owners):
-    """WhisperX-style word dicts with the true times of each token from espeak's synthesis."""
-    spans = group_spans(syn, groups)
-    out = []
-    for t, tok in enumerate(tokens):
-        gs = [g for g, o in enumerate(owners) if o == t and g in spans]
-        out.append({"word": tok, "start": round(spans[gs[0]][0], 3), "end": round(spans[gs[-1]][1], 3), "score": 0.9})
-    return out
+def _made_up_words(tokens, duration, lead=0.2):
+    """WhisperX-style word dicts at evenly spaced times of our own (not the speech's), so the tests check
+    what the adapter does with WhisperX's answer, not how close a fake is to the truth."""
+    step = (duration - 2 * lead) / len(tokens)
+    return [{"word": t, "start": round(lead + i * step, 3), "end": round(lead + (i + 0.5) * step, 3), "score": 0.9}
+            for i, t in enumerate(tokens)]
+
+
+def _near_a_boundary(track, t, tol=2e-3):
+    return any(abs(u.start - t) < tol or abs(u.end - t) < tol for u in track.units)
 
 
 def test_whisperx_english_contract(monkeypatch):
     text = SENTENCES[2]
-    truth, labels, groups = synthesize_detailed(text, "en", rate=150)
+    truth = synthesize(text, "en", rate=150)
     tokens = text.split()
-    words = _true_words(truth, labels, groups, tokens, list(range(len(tokens))))
+    words = _made_up_words(tokens, truth.track.duration)
     words[3].pop("start")  # WhisperX leaves some words untimed: interpolated
     calls = {"spoken": text}
     monkeypatch.setitem(sys.modules, "whisperx", _fake_whisperx(calls, lambda _: words))
@@ -194,8 +195,14 @@ def test_whisperx_english_contract(monkeypatch):
     n16 = round(len(truth.audio) * 16000 / truth.sample_rate)
     assert abs(calls["transcribe"]["n"] - n16) <= 1 and calls["transcribe"]["dtype"] == np.float32
     track.validate()
-    e = start_errors(truth.track, track)
-    assert e.matched == 1.0 and e.mean < 0.015
+    spoken = [u for u in track.units if u.symbol != SILENCE]
+    assert len(spoken) == len([u for u in truth.track.units if u.symbol != SILENCE])  # the transcript's phones
+    assert all(_near_a_boundary(track, w["end"]) for w in words if "start" in w)  # WhisperX's word ends end phones
+    assert _near_a_boundary(track, words[2]["end"]) and _near_a_boundary(track, words[4]["start"])
+    assert spoken[0].start == pytest.approx(words[0]["start"], abs=2e-3)
+    assert spoken[-1].end == pytest.approx(words[-1]["end"], abs=2e-3)
+    between = [u for u in spoken if words[2]["end"] - 1e-3 <= u.start and u.end <= words[4]["start"] + 1e-3]
+    assert [u.symbol for u in between] == ["t", "ə"]  # the untimed word fills the time between its neighbours
     # with a transcript WhisperX only aligns it
     calls.clear()
     calls["spoken"] = text
@@ -205,17 +212,15 @@ def test_whisperx_english_contract(monkeypatch):
 
 def test_whisperx_mandarin_contract_and_errors(monkeypatch):
     text = "今天天气很好"
-    truth, labels, groups = synthesize_detailed(text, "zh")
-    chars = list(text)
-    words = _true_words(truth, labels, groups, chars, list(range(len(chars))))
+    truth = synthesize(text, "zh")
+    words = _made_up_words(list(text), truth.track.duration)
     calls = {"spoken": text}
     monkeypatch.setitem(sys.modules, "whisperx", _fake_whisperx(calls, lambda _: words))
     wx = get_aligner("whisperx", align_model="/models/wav2vec2-zh")
     track = wx.align(truth.audio, truth.sample_rate, text, "zh")
     got = [u for u in track.units if u.symbol != SILENCE]
-    want = [u for u in truth.track.units if u.symbol != SILENCE]
-    assert [u.symbol for u in got] == [u.symbol for u in want] == ["jin1", "tian1", "tian1", "qi4", "hen3", "hao3"]
-    assert max(abs(a.start - b.start) for a, b in zip(got, want)) < 0.01
+    assert [u.symbol for u in got] == ["jin1", "tian1", "tian1", "qi4", "hen3", "hao3"]
+    assert [u.end for u in got] == pytest.approx([w["end"] for w in words], abs=2e-3)  # one syllable a word
     assert calls["load_align_model"]["language_code"] == "zh"
     with pytest.raises(BackendUnavailable, match="ASR model"):
         wx.align(truth.audio, truth.sample_rate, None, "zh")  # no ASR model given

@@ -80,7 +80,7 @@ def test_audio_alignment_and_saved_files(tmp_path, capsys):
     "argv, message",
     [
         (["--text", "   "], "the text is empty"),
-        (["--text", "hello", "--lang", "fr"], "unsupported language code 'fr'"),
+        (["--text", "hello", "--lang", "de"], "unsupported language code 'de'"),
         (["--text", "hello", "--rate", "1000"], "rate 1000 is out of range"),
         (["--text", "hello", "--transcript", "hello"], "--transcript goes with --audio"),
         (["--audio", "{dir}/missing.wav"], "does not exist"),

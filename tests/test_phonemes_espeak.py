@@ -147,8 +147,8 @@ def test_text_to_track_validates_input():
         text_to_track("   ")
     with pytest.raises(InputError, match="empty"):
         text_to_track("")
-    with pytest.raises(LanguageError, match="en, zh"):
-        text_to_track("Bonjour", "fr")
+    with pytest.raises(LanguageError, match="en, zh, fr"):
+        text_to_track("Guten Tag", "de")
     with pytest.raises(InputError, match="speed"):
         text_to_track("Hello", speed=2)
     with pytest.raises(InputError, match="nothing to speak"):

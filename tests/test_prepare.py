@@ -197,7 +197,7 @@ def test_tokenizer_data_reads_a_prepared_corpus(prepared):
 
 def test_real_openness_from_the_lip_gap_reaches_the_keyframe_cache(prepared, tmp_path):
     from avatarsync.fkg.data import CacheDataset, build_token_cache
-    from avatarsync.tokenizers import load_tokenizer
+    from avatarsync.tokenizers import VisualTokenizer
 
     cfg, _ = prepared
     scale = json.loads((Path(cfg.out) / "corpus.json").read_text())["openness_scale"]["s1"]
@@ -207,7 +207,7 @@ def test_real_openness_from_the_lip_gap_reaches_the_keyframe_cache(prepared, tmp
     assert truth["openness"].max() == pytest.approx(min(1.0, truth["lip_gap"].max() / scale))
     assert truth["openness"].min() >= 0 and truth["openness"].max() <= 1
     tok_dir = Path(__file__).parents[1] / "avatarsync" / "assets" / "default" / "tokenizer"
-    cache = build_token_cache(cfg.out, load_tokenizer(tok_dir).eval(), tmp_path / "cache", tokenizer_path=str(tok_dir),
+    cache = build_token_cache(cfg.out, VisualTokenizer.from_pretrained(tok_dir).eval(), tmp_path / "cache", tokenizer_path=str(tok_dir),
                               crop=None)
     ds = CacheDataset(cache, "train")
     ex = ds.example(0)

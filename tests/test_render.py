@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 
-import cv2
 import numpy as np
 import pytest
 
@@ -212,18 +210,6 @@ def test_identity_and_size_errors():
         sample_identity(3, seed=-2)
     with pytest.raises(RenderError):
         render_frame(sample_identity(0), FrameState(), size=8)
-
-
-def test_render_speed_one_thread():
-    cv2.setNumThreads(1)
-    ident = sample_identity(9)
-    states = articulate(_speech_track(), 100, 25.0, seed=0)
-    render_frame(ident, states[0], 128)  # build the static layers
-    t = time.perf_counter()
-    for s in states:
-        render_frame(ident, s, 128)
-    fps = len(states) / (time.perf_counter() - t)
-    assert fps > 100, f"{fps:.0f} frames/s at 128 px"
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avatarsync.errors import CheckpointError, InputError
-from avatarsync.tokenizers import (MODEL_SIZES, TokenizerConfig, TokenizerTrainModel, VisualTokenizer, load_tokenizer,
+from avatarsync.tokenizers import (MODEL_SIZES, TokenizerConfig, TokenizerTrainModel, VisualTokenizer,
                                    save_tokenizer, tokenizer_fingerprint)
 from avatarsync.tokenizers.model import depth_to_space, norm_groups
 
@@ -176,7 +176,7 @@ def test_save_load_round_trip(tmp_path):
     x = images()
     folder = save_tokenizer(tok, tok.config, tmp_path / "tok")
     assert (folder / "config.yaml").is_file() and (folder / "model.safetensors").is_file()
-    loaded = load_tokenizer(folder, device="cpu")
+    loaded = VisualTokenizer.from_pretrained(folder, device="cpu")
     assert not loaded.training
     assert torch.equal(loaded.encode(x), tok.encode(x))
     torch.testing.assert_close(loaded.decode(tok.encode(x)), tok.decode(tok.encode(x)))
@@ -195,7 +195,7 @@ def test_load_from_a_training_wrapper_state_dict(tmp_path):
     from avatarsync.config import save_config
 
     save_config(wrapper.tokenizer.config, folder / "config.yaml")
-    loaded = load_tokenizer(folder)
+    loaded = VisualTokenizer.from_pretrained(folder)
     x = images()
     assert torch.equal(loaded.encode(x), wrapper.tokenizer.eval().encode(x))
 
@@ -208,11 +208,11 @@ def dict_loss(**kw):
 
 def test_missing_or_mismatched_checkpoints_raise(tmp_path):
     with pytest.raises(CheckpointError):
-        load_tokenizer(tmp_path / "nothing")
+        VisualTokenizer.from_pretrained(tmp_path / "nothing")
     tok = make()
     save_tokenizer(make(codebook_bits=12), tok.config, tmp_path / "b")  # 12-bit weights under a 10-bit config
     with pytest.raises(CheckpointError):
-        load_tokenizer(tmp_path / "b")
+        VisualTokenizer.from_pretrained(tmp_path / "b")
 
 
 def test_upsampler_starts_as_nearest_neighbour():
@@ -298,7 +298,7 @@ def test_reference_round_trip_and_logits_decode():
 def test_reference_tokenizer_saves_and_loads(tmp_path):
     tok = _ref_tokenizer()
     save_tokenizer(tok, tok.config, tmp_path / "t")
-    back = load_tokenizer(tmp_path / "t")
+    back = VisualTokenizer.from_pretrained(tmp_path / "t")
     x, ref = images(1, 32, seed=1), images(1, 32, seed=2)
     torch.testing.assert_close(back.decode(back.encode(x), reference=ref), tok.decode(tok.encode(x), reference=ref))
 
@@ -321,11 +321,11 @@ def test_reference_encoder_codes_depend_on_the_reference_and_need_it():
 def test_token_cache_encodes_against_the_first_frame():
     import numpy as np
 
-    from avatarsync.tokenizers.cache import encode_frames
+    from avatarsync.fkg.data import encode_crops
     from avatarsync.tokenizers.data import to_tensor
 
     tok = make(reference=True, reference_encoder=True)
     crops = (np.random.default_rng(0).random((3, 32, 32, 3)) * 255).astype(np.uint8)
-    got = encode_frames(tok, crops, batch_size=2)
+    got = encode_crops(tok, crops, batch_size=2)
     want = tok.encode(to_tensor(crops), reference=to_tensor(crops[:1])).numpy()
     np.testing.assert_array_equal(got, want)

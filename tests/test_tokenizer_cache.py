@@ -1,4 +1,5 @@
-"""Corpus frames for the tokenizer and the per-dataset token cache, on a small fake corpus folder."""
+"""Corpus frames for the tokenizer, on a small fake corpus folder (the token cache FKG trains on is
+tested in test_fkg_task / test_prepare)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from avatarsync.errors import CheckpointError, InputError
+from avatarsync.errors import InputError
 from avatarsync.faces.synthetic import toy_face
-from avatarsync.tokenizers import (TokenCache, TokenizerConfig, TokenizerDataConfig, TokenizerTask, TokenizerTaskConfig,
-                                   VisualTokenizer, build_token_cache, encode_frames)
+from avatarsync.tokenizers import TokenizerConfig, TokenizerDataConfig, TokenizerTask, TokenizerTaskConfig
 from avatarsync.tokenizers.data import load_corpus_frames, prepare_clip, split_clips
 
 SIZE = 64
@@ -64,11 +64,6 @@ def data_cfg(root: Path, **kw) -> TokenizerDataConfig:
     return TokenizerDataConfig(**base)
 
 
-def tiny_tokenizer(seed: int = 0) -> VisualTokenizer:
-    torch.manual_seed(seed)
-    return VisualTokenizer(TokenizerConfig(size="tiny", codebook_bits=10)).eval()
-
-
 def test_clip_alignment_uses_the_first_frame_for_the_whole_clip(corpus):
     cfg = data_cfg(corpus)
     clip = split_clips(cfg, "train")[0]
@@ -95,38 +90,6 @@ def test_unknown_landmark_layout_is_explained(corpus):
     with pytest.raises(InputError, match="landmark"):
         load_corpus_frames(data_cfg(corpus, landmark_layout="wflw98"), "train", 2)
     assert len(load_corpus_frames(data_cfg(corpus, landmark_layout="wflw98", align="none"), "train", 2)) == 4
-
-
-def test_token_cache_round_trip_and_resume(corpus):
-    tok = tiny_tokenizer()
-    cfg = data_cfg(corpus)
-    folder = build_token_cache(tok, cfg, batch_size=4)
-    assert folder.parent == corpus / "tokens"
-    cache = TokenCache(folder)
-    assert cache.clip_ids("train") == ["train_000", "train_001"] and cache.clip_ids("val") == ["val_000"]
-    assert cache.grid == (SIZE // 8, SIZE // 8) and cache.codebook_size == 1024
-    clip = split_clips(cfg, "train")[1]
-    got = cache.load("train_001")
-    expected = encode_frames(tok, prepare_clip(clip, cfg).crops)
-    assert got["tokens"].shape == (5, 8, 8) and np.array_equal(got["tokens"], expected)
-    assert got["matrices"].shape == (5, 2, 3)
-    # the cached ids decode to the same images as encoding the frames afresh
-    with torch.no_grad():
-        a = tok.decode(torch.from_numpy(got["tokens"]))
-        b = tok.decode(tok.encode(torch.from_numpy(prepare_clip(clip, cfg).crops).permute(0, 3, 1, 2).float() / 127.5 - 1))
-    assert torch.equal(a, b)
-    cache.check(tok)
-    # building again skips finished clips (resumable) ...
-    stamp = (folder / "train_000.npz").stat().st_mtime_ns
-    build_token_cache(tok, cfg)
-    assert (folder / "train_000.npz").stat().st_mtime_ns == stamp
-    # ... and a different tokenizer is refused by the check and gets its own folder
-    other = tiny_tokenizer(seed=1)
-    with pytest.raises(CheckpointError):
-        cache.check(other)
-    assert build_token_cache(other, cfg, splits=("val",)) != folder
-    with pytest.raises(CheckpointError):
-        cache.load("nope")
 
 
 def test_frame_dataset_references_come_from_the_same_clip():

@@ -10,10 +10,10 @@ import torch
 
 from avatarsync.errors import InputError
 from avatarsync.tokenizers import (TokenizerConfig, TokenizerDataConfig, TokenizerLossConfig, TokenizerTask,
-                                   TokenizerTaskConfig, load_tokenizer)
+                                   TokenizerTaskConfig, VisualTokenizer)
 from avatarsync.tokenizers.data import FrameDataset, PreparedFrames, synthetic_frames
-from avatarsync.tokenizers.losses import (PatchDiscriminator, PyramidGradientLoss, VGGFeatureLoss, box_mask,
-                                          build_perceptual, discriminator_hinge, generator_hinge, psnr)
+from avatarsync.perceptual import PyramidGradientLoss, VGGFeatureLoss, build_perceptual
+from avatarsync.tokenizers.losses import PatchDiscriminator, box_mask, discriminator_hinge, generator_hinge, psnr
 from avatarsync.tokenizers.task import codebook_stats
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -154,7 +154,7 @@ def test_the_shared_loop_trains_and_exports_a_loadable_tokenizer(tmp_path):
     assert task_cfg.model.size == "tiny" and train_cfg.steps == 6
     result = run_training("tokenizer", RECIPES / "tokenizer_tiny.yaml", [f"train.out_dir={tmp_path}/run"], progress=False)
     assert result.steps == 6 and "val/psnr" in result.final_metrics
-    tok = load_tokenizer(tmp_path / "run" / "final")
+    tok = VisualTokenizer.from_pretrained(tmp_path / "run" / "final")
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     assert tok.encode(x).shape == (1, 8, 8)
     # a second run resumes from the last checkpoint instead of starting over

@@ -168,6 +168,28 @@ def test_piper_is_the_default_english_voice_and_times_the_audio_itself():
 
 
 @needs_piper
+def test_a_prepared_piper_session_speaks_exactly_as_a_new_one(monkeypatch):
+    from avatarsync.voices import prepare
+
+    monkeypatch.setattr(piper, "_READY", {})
+    plain = synthesize("Bob, papa and mama park a map.", "en")
+    made = []
+    real_new = piper.PiperModel._new_session
+    monkeypatch.setattr(piper.PiperModel, "_new_session", lambda self, seed: made.append(seed) or real_new(self, seed))
+    prepare("en")
+    prepare("en")  # one waits already: nothing more is made
+    assert made == [0] and len(piper._READY) == 1
+    ready = next(iter(piper._READY.values()))
+    taken = []
+    real_run = piper.PiperModel.run
+    monkeypatch.setattr(piper.PiperModel, "run", lambda self, sess, *a: taken.append(sess) or real_run(self, sess, *a))
+    again = synthesize("Bob, papa and mama park a map.", "en")
+    assert taken and taken[0] is ready and not piper._READY and made == [0]  # the prepared session was used, once
+    assert np.array_equal(again.audio, plain.audio)
+    prepare("xx", voice="no-such-voice")  # best effort: the synthesis reports bad voices, not prepare
+
+
+@needs_piper
 def test_piper_phone_times_agree_with_forced_alignment_of_its_audio():
     from avatarsync.phonemes.align.sphinx import PocketsphinxAligner
 

@@ -1,4 +1,4 @@
-"""The built-in sentence pools (English and Mandarin) written for this project."""
+"""The built-in sentence pools (English, Mandarin and French) written for this project."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from importlib import resources
 
 from ..errors import LanguageError
 
-POOL_LANGS = ("en", "zh")
+POOL_LANGS = ("en", "zh", "fr")
 
 
 @lru_cache(maxsize=None)

@@ -9,7 +9,6 @@ identities and test sentences never appear in training.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -21,7 +20,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import InputError
-from ..phonemes.track import SILENCE, PhonemeTrack, PhonemeUnit
+from ..interpolation.schedule import pad_to_frames
 from .pools import sentence_pool
 from .splits import clip_splits, split_indices
 
@@ -31,7 +30,7 @@ class SynthConfig:
     out: str = "runs/corpus"  # output folder
     clips: int = 20  # number of clips
     seed: int = 0  # master seed: same seed, same corpus
-    lang: Literal["en", "zh", "mix"] = "en"  # sentence language; mix alternates en and zh
+    lang: Literal["en", "zh", "fr", "mix"] = "en"  # sentence language; mix alternates en and zh
     size: int = 128  # frame size in pixels (square, even)
     fps: float = 25.0
     identities: int = 60  # size of the identity pool split across train/val/test
@@ -91,28 +90,6 @@ def plan_clips(cfg: SynthConfig) -> list[ClipPlan]:
         plans.append(ClipPlan(i, f"{lang}-{i:05d}", split, identity, lang, f"{lang}-{sent_idx:04d}",
                               pool[sent_idx], int(rng.integers(0, 2**31 - 1)), rate))
     return plans
-
-
-def pad_to_frames(audio: np.ndarray, sample_rate: int, track: PhonemeTrack, fps: float) -> tuple[np.ndarray, PhonemeTrack, int]:
-    """Pad audio with silence to a whole number of frames; extend the track to match."""
-    n_frames = max(1, math.ceil(len(audio) / sample_rate * fps - 1e-9))
-    n_samples = int(round(n_frames / fps * sample_rate))
-    audio = np.pad(audio, (0, max(0, n_samples - len(audio))))[:n_samples]
-    duration = n_samples / sample_rate
-
-    def extend(units: list[PhonemeUnit]) -> list[PhonemeUnit]:
-        if not units:
-            return [PhonemeUnit(SILENCE, 0.0, duration, "rest")]
-        last = units[-1]
-        if last.end >= duration - 1e-9:
-            return units
-        if last.symbol == SILENCE:
-            return units[:-1] + [PhonemeUnit(SILENCE, last.start, duration, "rest")]
-        return units + [PhonemeUnit(SILENCE, last.end, duration, "rest")]
-
-    new = PhonemeTrack(units=extend(list(track.units)), lang=track.lang, duration=duration,
-                       source=track.source, phones=extend(list(track.phones)))
-    return audio, new, n_frames
 
 
 def make_clip(plan: ClipPlan, cfg: SynthConfig, out: Path) -> dict:

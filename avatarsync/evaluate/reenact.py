@@ -45,6 +45,9 @@ TABLE = (
 )
 
 
+SOURCES = ("first-frame", "video")
+
+
 @dataclass
 class EvaluateConfig:
     data: str = ""  # corpus folder (avatarsync prepare or synth-data)
@@ -58,6 +61,10 @@ class EvaluateConfig:
     videos: str | None = None  # folder to write each generated clip (MP4) into
     paste_region: str | None = None  # speak's paste region ("face" or "mouth"); None = the bundle's
     render: str | None = None  # speak's render ("auto", "tokens" or "warp"); None = the bundle's
+    # what speak animates: "first-frame" (the clip's first frame as the portrait: self-reenactment) or
+    # "video" (the clip itself dubbed with its own speech: only the mouth is regenerated, the head motion,
+    # blinks and background are the clip's; the lip-sync benchmarks' reconstruction protocol)
+    source: str = "first-frame"
     lpips_vgg: str | None = None  # a local torchvision VGG16 state dict: face-box LPIPS (lpips' own heads)
 
 
@@ -187,10 +194,11 @@ def evaluate_clip(pipe, clip, cfg: EvaluateConfig, embedder=None, lpips=None) ->
     real_lm = real_landmarks(clip, real)
     if not np.isfinite(real_lm[0]).all():
         raise InputError(f"clip {clip.clip_id}: no face in its first frame", "it cannot be the portrait")
+    face = {"image": real[0]} if cfg.source == "first-frame" else {"video": clip.video_path}
     t0 = time.perf_counter()
     result = pipe.speak(audio=clip.audio_path, transcript=(clip.text or None) if cfg.use_transcript else None,
-                        image=real[0], out=None, lang=clip.lang, seed=cfg.seed,
-                        paste_region=cfg.paste_region, render=cfg.render)
+                        out=None, lang=clip.lang, seed=cfg.seed, paste_region=cfg.paste_region,
+                        render=cfg.render, **face)
     compute = time.perf_counter() - t0
     gen = result.frames
     n = min(len(gen), len(real))
@@ -207,6 +215,8 @@ def evaluate_clip(pipe, clip, cfg: EvaluateConfig, embedder=None, lpips=None) ->
     scores.generated = frame_scores(gen, real, real_lm, tracked.detected, tracked.points, stable)
     scores.still = frame_scores(still, real, real_lm, np.ones(n, bool), still_lm, stable)
     scores.still |= {"lip_gap_r": 0.0, "lip_gap_best_r": 0.0, "best_lag": 0}  # a still mouth follows nothing
+    if cfg.source == "video":  # a dubbed clip already moves with the real head: the direct rows are the ones
+        scores.generated = {k: v for k, v in scores.generated.items() if not k.startswith("stab_")}
     scores.generated["real_lip_gap"] = _json_series(M.lip_gap(real_lm))
     if embedder is not None:
         for name, frames in (("generated", gen), ("still", still)):
@@ -245,6 +255,8 @@ def evaluate_corpus(cfg: EvaluateConfig, progress: bool = True) -> dict:
     from ..data.corpus import Corpus
     from ..pipeline import Pipeline
 
+    if cfg.source not in SOURCES:
+        raise InputError(f"unknown evaluation source {cfg.source!r}", f"use one of {', '.join(SOURCES)}")
     corpus = Corpus(cfg.data)
     clips = corpus.clips(cfg.split)
     if cfg.max_clips > 0:
@@ -257,7 +269,7 @@ def evaluate_corpus(cfg: EvaluateConfig, progress: bool = True) -> dict:
     pipe = Pipeline.from_pretrained(cfg.checkpoint, device=cfg.device)
     lpips = None
     if cfg.lpips_vgg:
-        from ..tokenizers.losses import LPIPSLoss
+        from ..perceptual import LPIPSLoss
 
         lpips = LPIPSLoss(cfg.lpips_vgg)
         notes = ["FID and FVD are not reported: they need Inception / I3D weights that cannot be had here."]

@@ -64,12 +64,3 @@ def toy_faces(n: int, size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.nd
     imgs, lms = zip(*(toy_face(rng, size) for _ in range(n)))
     return np.stack(imgs), np.stack(lms)
 
-
-def mouth_box_from_five(five: np.ndarray, size: int, margin: float = 0.6) -> np.ndarray:
-    """An integer (x0, y0, x1, y1) box around the mouth corners, clipped to the image."""
-    ml, mr = five[3], five[4]
-    w = float(np.linalg.norm(mr - ml))
-    cx, cy = (ml + mr) / 2
-    half_w, half_h = w * (0.5 + margin / 2), w * (0.35 + margin / 2)
-    box = np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h])
-    return np.clip(np.rint(box), 0, size).astype(np.int64)

@@ -3,8 +3,9 @@
 Modules: vocab (token ids), layout (sequence packing), masks (the four Text-Frame
 attention masks), model (decoder-only Llama + size registry), generate (parallel
 keyframe decoding with a shared-prefix KV cache), losses (stage-2 pixel losses),
-metrics (PSNR / SSIM / mouth state), data (token cache), task (FKGTask for
-``avatarsync train fkg``). See docs/fkg.md.
+metrics (SSIM / mouth state), data (token cache), config (the recipe's
+dataclasses), collate (batches), evaluation (held-out metrics), task (FKGTask
+for ``avatarsync train fkg``). See docs/fkg.md.
 """
 
 from .generate import KeyframeResult, SamplingConfig, generate_keyframes, track_ids

@@ -125,12 +125,23 @@ def crop_config(corpus_root: str, tokenizer_path: str = "", align: str = "", cro
     return cfg
 
 
+def encoder_reference(tokenizer: torch.nn.Module, crops: np.ndarray, device: str | torch.device = "cpu",
+                      reference: np.ndarray | None = None) -> torch.Tensor | None:
+    """The reference a ``reference_encoder`` tokenizer encodes against: ``reference`` (a uint8 crop), by
+    default the first of ``crops`` (a clip's first frame, the portrait's role); None for other tokenizers."""
+    from ..tokenizers.data import to_tensor
+
+    if not getattr(getattr(tokenizer, "config", None), "reference_encoder", False):
+        return None
+    ref = crops[0] if reference is None else reference
+    return to_tensor(np.asarray(ref)[None]).to(device)
+
+
 @torch.no_grad()
 def encode_crops(tokenizer: Any, crops: np.ndarray, device: torch.device | str = "cpu",
                  batch_size: int = 32) -> np.ndarray:
     """uint8 crops ``[T, S, S, 3]`` of one clip -> codes ``[T, h, w]`` (int32); a tokenizer that encodes
     against a reference gets the first crop (the clip's reference frame)."""
-    from ..tokenizers.cache import encoder_reference
     from ..tokenizers.data import to_tensor
 
     ref = encoder_reference(tokenizer, crops, device)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -127,9 +126,9 @@ class DecoderTask:
         if self._tokenizer is None:
             if not self.cfg.tokenizer:
                 raise InputError("the decoder recipe names no tokenizer", "set tokenizer: runs/tokenizer/final")
-            from ..tokenizers import load_tokenizer
+            from ..tokenizers import VisualTokenizer
 
-            self._tokenizer = load_tokenizer(self.cfg.tokenizer)
+            self._tokenizer = VisualTokenizer.from_pretrained(self.cfg.tokenizer)
         return self._tokenizer
 
     def _set(self, which: str) -> SoftCodeSet:
@@ -172,7 +171,7 @@ class DecoderTask:
         return DecoderAdaptModel(tok)
 
     def export(self, model: nn.Module, folder: Path) -> None:
-        """A tokenizer folder (``load_tokenizer``) plus this recipe."""
+        """A tokenizer folder (``VisualTokenizer.from_pretrained``) plus this recipe."""
         from ..tokenizers.checkpoint import save_tokenizer, unwrap_tokenizer
 
         tok = unwrap_tokenizer(getattr(model, "module", model))

@@ -1,7 +1,7 @@
 """Lean keyframe decoding: the Llama layers run directly on shared and per-row KV buffers.
 
 Same computation as ``generate._decode_rows`` (its reference twin, through the
-transformers forward); ``tests/test_fkg_fast_decode.py`` checks both give the same
+model's forward); ``tests/test_fkg_fast_decode.py`` checks both give the same
 codes and logits for every mask variant. Two things make it faster on a CPU:
 
 * no per-step framework work: the rotary tables, the slot embeddings, the
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .decoder import rms_norm, rotate
 from .layout import FRAME_OFFSET, KIND_BEGIN, TokenMeta, frame_step_layout, slot_ids
 from .masks import allowed
 from .model import FKGModel
@@ -64,17 +65,6 @@ def _layers(model: FKGModel) -> list[_Layer]:
             torch.cat([m.gate_proj.weight, m.up_proj.weight]), _cat_bias(m.gate_proj, m.up_proj),
             m.down_proj.weight, m.down_proj.bias, m.act_fn))
     return out
-
-
-def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    xf = x.float()
-    return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
 
 
 def split_prefix(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
@@ -125,19 +115,17 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
     ``aperture [b]``: each row's aperture bin, read at every step (models with ``aperture_bins``; -1 = none).
     """
     vocab = model.vocab
-    cfg = model.llama_config
+    cfg = model.decoder_config
     device = segs.device
     b = segs.numel()
-    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    heads = kv_heads = cfg.num_heads
+    head_dim = cfg.head_dim
     q_width, kv_width = heads * head_dim, kv_heads * head_dim
     layers = _layers(model)
     dtype = layers[0].qkv.dtype
 
     shared, index, valid = split_prefix(model, segs, prefix_meta)
     width = index.shape[1]
-    if kv_heads != heads:  # FKGModel builds plain multi-head attention
-        raise ValueError(f"fast decoding needs num_key_value_heads == num_attention_heads, got {kv_heads} != {heads}")
     gather = index[:, None, :, None].expand(b, kv_heads, width, head_dim)
     shared_kv, kbuf, vbuf = [], [], []
     for k, v in prefix_kv:
@@ -184,17 +172,17 @@ def decode_rows_fast(model: FKGModel, segs: torch.Tensor, prefix_meta: TokenMeta
         length = width + t + 1
         step_ok = own_ok[..., :length] if own_ok is not None else None
         for li, ly in enumerate(layers):
-            h = _rms(x, ly.norm1, ly.eps1)
+            h = rms_norm(x, ly.norm1, ly.eps1)
             qkv = F.linear(h, ly.qkv, ly.qkv_bias)
             q = qkv[:, :q_width].view(b, heads, 1, head_dim)
             k = qkv[:, q_width:q_width + kv_width].view(b, kv_heads, 1, head_dim)
             v = qkv[:, q_width + kv_width:].view(b, kv_heads, 1, head_dim)
-            q, k = _rotate(q, c, s), _rotate(k, c, s)
+            q, k = rotate(q, c, s), rotate(k, c, s)
             kbuf[li][:, :, width + t:width + t + 1] = k
             vbuf[li][:, :, width + t:width + t + 1] = v
             att = _attend(q, *shared_kv[li], kbuf[li][:, :, :length], vbuf[li][:, :, :length], step_ok, scale)
             x = x + F.linear(att.reshape(b, q_width), ly.o, ly.o_bias)
-            h = _rms(x, ly.norm2, ly.eps2)
+            h = rms_norm(x, ly.norm2, ly.eps2)
             gate, up = F.linear(h, ly.gate_up, ly.gate_up_bias).chunk(2, dim=-1)
             x = x + F.linear(ly.act(gate) * up, ly.down, ly.down_bias)
         logits = model.head(final_norm(x))

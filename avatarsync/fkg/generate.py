@@ -9,9 +9,9 @@ Decoding runs in two phases:
    keyframe: ``1 + h*w`` steps feed [B] and the frame tokens; each row reads
    the prefix columns its variant allows plus its own earlier frame tokens.
    ``engine="fast"`` (default) runs the steps in fast_decode.py;
-   ``engine="transformers"`` (``_decode_rows``, its reference twin) copies the
+   ``engine="reference"`` (``_decode_rows``, its reference twin) copies the
    prefix cache into a preallocated ``rows x (prefix + frame)`` buffer and runs
-   the model's transformers forward.
+   the model's own forward (decoder.py).
 
 Row i's tokens get the same positions and masks as in the packed training
 layout, so batched, one-at-a-time and cache-free decoding agree (tests).
@@ -31,13 +31,14 @@ from .layout import (
     FRAME_OFFSET, KIND_BEGIN, KIND_FRAME, TokenMeta, frame_step_layout, layout_context, neighbour_ids,
     paste_window, prefix_layout, window_grid,
 )
+from .decoder import KVCache
 from .fast_decode import decode_rows_fast
 from .masks import allowed
 from .model import FKGModel, digit_logits
 from .vocab import UNK_UNIT, FKGVocab, merge_codes
 
 
-ENGINES = ("fast", "transformers")
+ENGINES = ("fast", "reference")
 
 
 class GenerationError(ValueError):
@@ -69,38 +70,6 @@ class KeyframeResult:
     plan_logits: torch.Tensor | None = None  # [N, bins] the (guided) plan logits the bins were read from
 
 
-def _buffer_cache(prefix_kv: list[tuple[torch.Tensor, torch.Tensor]], rows: int, extra: int):
-    """A transformers Cache whose layers write into preallocated buffers (no per-step concatenation)."""
-    from transformers.cache_utils import Cache, DynamicLayer
-
-    class BufferLayer(DynamicLayer):
-        def __init__(self, k: torch.Tensor, v: torch.Tensor) -> None:
-            super().__init__()
-            p = k.shape[-2]
-            shape = (rows, k.shape[1], p + extra, k.shape[-1])
-            self.kbuf = k.new_empty(shape)
-            self.vbuf = v.new_empty((rows, v.shape[1], p + extra, v.shape[-1]))
-            self.kbuf[:, :, :p] = k
-            self.vbuf[:, :, :p] = v
-            self.length = p
-            self.dtype, self.device = k.dtype, k.device
-            self.is_initialized = True
-            self.keys, self.values = self.kbuf[:, :, :p], self.vbuf[:, :, :p]
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            n = key_states.shape[-2]
-            self.kbuf[:, :, self.length:self.length + n] = key_states
-            self.vbuf[:, :, self.length:self.length + n] = value_states
-            self.length += n
-            self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self.length
-
-    return Cache(layers=[BufferLayer(k, v) for k, v in prefix_kv])
-
-
 def _pick(logits: torch.Tensor, factors: tuple[int, ...], codebook_size: int, sampling: SamplingConfig,
           generators: list[torch.Generator] | None) -> torch.Tensor:
     """Codes ``[b]`` from logits ``[b, sum(factors)]``: greedy, or temperature / top-k sampling."""
@@ -123,9 +92,7 @@ def _prefix_pass(model: FKGModel, ids: torch.Tensor, meta: TokenMeta, position: 
                  context: torch.Tensor | None = None):
     """The prefix's per-layer keys/values and (models with a plan) the aperture logits of its unit
     tokens in segment order, ``[segments, aperture_bins]``."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
+    cache = KVCache()
     mask = allowed(meta, meta, model.mask_variant, model.window)
     out = model(ids[None], position[None], mask[None], meta.kind[None], meta.offset[None], past_key_values=cache,
                 use_cache=True, context=None if context is None else context[None])
@@ -145,8 +112,8 @@ def generate_keyframes(model: FKGModel, ref_codes: torch.Tensor, unit_ids: Seque
     ids (FKGVocab.unit_id / duration_id). ``batch_size``: keyframes decoded together
     (None = all at once, 1 = one at a time). ``use_cache=False`` recomputes the whole
     sequence at every step (slow; for checking the cache). ``engine``: "fast" runs the
-    cached steps through fast_decode (the default), "transformers" through the model's
-    transformers forward (its reference twin). ``dedupe``: under the one-to-one mask with
+    cached steps through fast_decode (the default), "reference" through the model's
+    forward (its reference twin). ``dedupe``: under the one-to-one mask with
     stride 0 a keyframe depends only on its own (unit, duration) pair and the reference, so
     greedy decoding computes each distinct pair once and copies it to its repeats.
     A model with a frame window (``model.frame_window``) generates only the window's cells;
@@ -317,7 +284,7 @@ def _decode_rows(model: FKGModel, segs: torch.Tensor, prefix_ids: torch.Tensor, 
     fed_pos = torch.zeros((b, f), dtype=torch.long, device=device)
     codes = torch.zeros((b, f), dtype=torch.long, device=device)
     logits_out = torch.zeros((b, f, sum(model.factors)), device=device)
-    cache = _buffer_cache(prefix_kv, b, f) if prefix_kv is not None else None
+    cache = KVCache.from_prefix(prefix_kv, b, f) if prefix_kv is not None else None
     for t in range(f):
         q_meta, q_pos = frame_step_layout(segs, t, ref_len, model.stride)
         fed_pos[:, t] = q_pos

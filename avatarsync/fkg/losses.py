@@ -1,9 +1,11 @@
 """Stage-2 pixel losses (paper Eq. 7-10), computed on keyframes decoded differentiably.
 
-* LPIPS (Eq. 7): the ``lpips`` package with a local torchvision backbone file
-  (``lpips_weights``: VGG16 / AlexNet / SqueezeNet ``features`` state dict;
-  the linear heads ship with lpips). Without it: a weight-free fallback
-  (Laplacian-pyramid L1 + image-gradient L1), the same kind the tokenizer uses.
+* LPIPS (Eq. 7): :mod:`avatarsync.perceptual`, the tokenizer's perceptual loss
+  (``build_perceptual("auto", lpips_weights, lpips_net)``): the ``lpips`` package
+  with a local torchvision backbone file (``lpips_weights``: VGG16 / AlexNet /
+  SqueezeNet ``features`` state dict; the linear heads ship with lpips), VGG16
+  features without lpips, and without weights the weight-free stand-in
+  (Laplacian-pyramid L1 + image-gradient L1).
 * Identity consistency (Eq. 8): ``1 - cos`` between face embeddings of the
   generated and real keyframe, from facenet-pytorch's InceptionResnetV1 with
   a local weight file (``facenet_weights``, the 512-d vggface2 model).
@@ -26,81 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import CheckpointError
+from ..perceptual import build_perceptual
+from ..weights import read_state_dict
+
 log = logging.getLogger("avatarsync.fkg")
-
-
-class PixelLossError(ValueError):
-    """A weight file that is missing or does not fit its network."""
-
-
-def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise PixelLossError(f"weight file {path} not found; give a local file or leave the option empty "
-                             "to use the fallback")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
-
-
-# -- perceptual ------------------------------------------------------------------------------
-class FallbackPerceptual(nn.Module):
-    """Weight-free perceptual proxy: L1 over a 4-level Laplacian pyramid plus L1 of image gradients."""
-
-    def forward(self, gen: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        loss = gen.new_zeros(gen.shape[0])
-        a, b = gen, real
-        for _ in range(4):
-            da, db = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
-            la = a - F.interpolate(da, size=a.shape[-2:], mode="bilinear", align_corners=False)
-            lb = b - F.interpolate(db, size=b.shape[-2:], mode="bilinear", align_corners=False)
-            loss = loss + (la - lb).abs().flatten(1).mean(1)
-            a, b = da, db
-        loss = loss + (a - b).abs().flatten(1).mean(1)
-        for dim in (-1, -2):
-            loss = loss + (gen.diff(dim=dim) - real.diff(dim=dim)).abs().flatten(1).mean(1)
-        return loss
-
-
-class LPIPSLoss(nn.Module):
-    """lpips.LPIPS with its backbone loaded from a local torchvision ``features`` state dict."""
-
-    def __init__(self, weights: str | Path, net: str = "vgg") -> None:
-        super().__init__()
-        import lpips  # optional dependency
-
-        self.lpips = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
-        state = _load_state(weights)
-        target = {}
-        for name in self.lpips.net.state_dict():
-            _, idx, rest = name.split(".", 2)  # sliceK.<features index>.<param>
-            for key in (f"features.{idx}.{rest}", f"{idx}.{rest}"):
-                if key in state:
-                    target[name] = state[key]
-                    break
-            else:
-                raise PixelLossError(f"{weights} has no tensor for LPIPS backbone parameter {name} "
-                                     f"(expected features.{idx}.{rest}); is it a torchvision {net} state dict?")
-        self.lpips.net.load_state_dict(target)
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.eval()
-
-    def forward(self, gen: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        return self.lpips(gen, real, normalize=False).flatten()
-
-
-def load_perceptual(weights: str | None, net: str = "vgg") -> tuple[nn.Module, str]:
-    """LPIPS when ``weights`` is given and lpips is installed, else the fallback (with a warning)."""
-    if weights:
-        try:
-            return LPIPSLoss(weights, net), f"lpips-{net}"
-        except ImportError:
-            log.warning("lpips is not installed; using the fallback perceptual loss (pip install lpips)")
-    return FallbackPerceptual(), "fallback"
 
 
 # -- face embeddings -------------------------------------------------------------------------
@@ -121,12 +53,13 @@ class FaceNetEmbedder(nn.Module):
         from facenet_pytorch import InceptionResnetV1  # optional dependency
 
         self.net = InceptionResnetV1(pretrained=None, classify=False)
-        state = {k: v for k, v in _load_state(weights).items() if not k.startswith("logits.")}
+        state = {k: v for k, v in read_state_dict(weights, "face embedder weights").items()
+                 if not k.startswith("logits.")}
         missing, unexpected = self.net.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("logits.")]
         if missing or unexpected:
-            raise PixelLossError(f"{weights} does not fit InceptionResnetV1: missing {missing[:3]}, "
-                                 f"unexpected {unexpected[:3]}")
+            raise CheckpointError(f"{weights} does not fit InceptionResnetV1: missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]}", "give the 512-d vggface2 model's state dict")
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
@@ -153,9 +86,9 @@ class PixelLosses(nn.Module):
     def __init__(self, lpips_weights: str | None = None, facenet_weights: str | None = None,
                  lpips_net: str = "vgg", w_id: float = 1.0, w_fs: float = 1.0) -> None:
         super().__init__()
-        self.perceptual, perceptual_kind = load_perceptual(lpips_weights, lpips_net)
+        self.perceptual = build_perceptual("auto", lpips_weights, lpips_net)
         self.embedder, embed_kind = load_embedder(facenet_weights)
-        self.backends = {"lpips": perceptual_kind, "identity": embed_kind, "facial": embed_kind}
+        self.backends = {"lpips": self.perceptual.kind, "identity": embed_kind, "facial": embed_kind}
         self.w_id, self.w_fs = w_id, w_fs
         for p in self.parameters():
             p.requires_grad_(False)

@@ -1,4 +1,4 @@
-"""Keyframe metrics: PSNR, SSIM and the mouth state measured from pixels.
+"""Keyframe metrics: SSIM and the mouth state measured from pixels (PSNR: ``tokenizers.losses.psnr``).
 
 Images are float tensors ``[N, 3, H, W]`` in [-1, 1] (or uint8 ``[N, H, W, 3]``,
 converted by ``to_unit``). Mouth state: each generated keyframe's mouth
@@ -23,14 +23,6 @@ def to_unit(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     if x.dtype == torch.uint8:
         return x.permute(0, 3, 1, 2).float() / 255.0
     return ((x.float() + 1) / 2).clamp(0, 1)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of [0, 1] images ``[N, 3, H, W]`` (``tokenizers.losses.psnr`` on their
-    [-1, 1] versions: the one definition)."""
-    from ..tokenizers.losses import psnr as psnr_pm1
-
-    return psnr_pm1(a * 2 - 1, b * 2 - 1)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:

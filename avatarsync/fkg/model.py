@@ -1,4 +1,4 @@
-"""The keyframe model: a decoder-only Llama transformer (from a config, no pretrained weights).
+"""The keyframe model: a decoder-only Llama transformer (decoder.py; from a config, no pretrained weights).
 
 Text ids (specials, units, duration bins) use the backbone's token embedding;
 visual codes use one embedding table per code digit (summed), and the output
@@ -8,13 +8,17 @@ masks are explicit (masks.py) and positions explicit (layout.py).
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import CheckpointError
+from .decoder import ATTN_IMPLEMENTATIONS, DecoderConfig, LlamaDecoder
 from .layout import IGNORE, KIND_BEGIN, KIND_FRAME, KIND_UNIT, check_window, n_slots, slot_ids
 from .masks import backend_mask, canonical_variant, default_stride
 from .vocab import FKGVocab, split_codes
@@ -45,9 +49,6 @@ MODEL_SIZES: dict[str, ModelSize] = {
     "base": ModelSize(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2048),
     "large": ModelSize(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=2816),
 }
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
-
-
 def model_size(size: str | ModelSize) -> ModelSize:
     if isinstance(size, ModelSize):
         return size
@@ -71,8 +72,6 @@ class FKGModel(nn.Module):
                  dropout: float = 0.0, frame_window: Sequence[float] | None = None,
                  unit_context: bool = False, aperture_bins: int = 0) -> None:
         super().__init__()
-        from transformers import LlamaConfig, LlamaModel  # heavy import: only when a model is built
-
         if attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ModelConfigError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, "
                                    f"got {attn_implementation!r}")
@@ -87,14 +86,11 @@ class FKGModel(nn.Module):
         s = self.size
         if s.hidden_size % s.num_heads:
             raise ModelConfigError(f"hidden_size {s.hidden_size} is not divisible by num_heads {s.num_heads}")
-        self.llama_config = LlamaConfig(
-            vocab_size=vocab.n_text, hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
-            num_attention_heads=s.num_heads, num_key_value_heads=s.num_heads,
-            intermediate_size=s.intermediate_size, max_position_embeddings=s.max_positions,
-            rope_theta=s.rope_theta, attention_dropout=dropout, pad_token_id=vocab.pad_id,
-            attn_implementation=attn_implementation, tie_word_embeddings=False,
-        )
-        self.backbone = LlamaModel(self.llama_config)
+        self.decoder_config = DecoderConfig(
+            vocab_size=vocab.n_text, hidden_size=s.hidden_size, num_layers=s.num_layers, num_heads=s.num_heads,
+            intermediate_size=s.intermediate_size, rope_theta=s.rope_theta, attention_dropout=dropout,
+            pad_token_id=vocab.pad_id)
+        self.backbone = LlamaDecoder(self.decoder_config, attn_implementation)
         self.factors = tuple(vocab.factors)
         self.code_embed = nn.ModuleList(nn.Embedding(f, s.hidden_size) for f in self.factors)
         self.slot_embed = nn.Embedding(n_slots(s.max_frame_tokens), s.hidden_size)
@@ -116,17 +112,17 @@ class FKGModel(nn.Module):
         self.aperture_head = nn.Linear(s.hidden_size, self.aperture_bins, bias=False) if self.aperture_bins else None
         extra = [m for m in (self.aperture_embed, self.aperture_head) if m is not None]
         for m in [*self.code_embed, self.slot_embed, self.head, *(self.context_embed or []), *extra]:
-            nn.init.normal_(m.weight, std=self.llama_config.initializer_range)
+            nn.init.normal_(m.weight, std=self.decoder_config.initializer_range)
 
     # -- configuration --------------------------------------------------------------------
     @property
     def attn_implementation(self) -> str:
-        return self.backbone.config._attn_implementation
+        return self.backbone.attn_implementation
 
     def set_attn_implementation(self, name: str) -> None:
         if name not in ATTN_IMPLEMENTATIONS:
             raise ModelConfigError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {name!r}")
-        self.backbone.set_attn_implementation(name)
+        self.backbone.attn_implementation = name
 
     def check_grid(self, frame_tokens: int) -> None:
         if frame_tokens > self.size.max_frame_tokens:
@@ -148,6 +144,36 @@ class FKGModel(nn.Module):
                    attn_implementation, frame_window=d.get("frame_window"),
                    unit_context=bool(d.get("unit_context", False)),
                    aperture_bins=int(d.get("aperture_bins", 0)))
+
+    # -- model folders --------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path, config: Any = None) -> None:
+        """``model.safetensors`` + ``model.json`` (size, mask, stride, vocab) [+ ``config.yaml``, the
+        dataclass ``config``]."""
+        from ..config import save_config
+        from ..train.checkpoint import save_weights
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_weights(self, folder / "model.safetensors")
+        (folder / "model.json").write_text(json.dumps(self.describe(), ensure_ascii=False, indent=1), encoding="utf-8")
+        if config is not None:
+            save_config(config, folder / "config.yaml")
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu",
+                        attn_implementation: str = "sdpa") -> "FKGModel":
+        """A trained keyframe model, in eval mode, from a folder written by ``save_pretrained`` / the
+        training loop."""
+        from ..weights import load_weights
+
+        folder = Path(folder)
+        if not (folder / "model.json").is_file() or not (folder / "model.safetensors").is_file():
+            raise CheckpointError(f"{folder} is not an FKG model folder (needs model.json and model.safetensors)",
+                                  "point at the 'final' folder of an `avatarsync train fkg` run")
+        model = cls.from_description(json.loads((folder / "model.json").read_text(encoding="utf-8")),
+                                     attn_implementation)
+        load_weights(model, folder / "model.safetensors")
+        return model.to(device).eval()
 
     # -- compute --------------------------------------------------------------------------
     def embed(self, ids: torch.Tensor, kind: torch.Tensor, offset: torch.Tensor,

@@ -110,11 +110,11 @@ def build_soft_codes(fkg_folder: str | Path, tokenizer: nn.Module, cache_dir: st
     from .data import CacheDataset
     from .generate import SamplingConfig, generate_keyframes
     from .keyframe_codes import keyframe_code_vectors
-    from .task import load_fkg
+    from .model import FKGModel
 
     device = module_device(tokenizer)
     task = _fkg_task(fkg_folder, cache_dir, tokenizer)
-    model = load_fkg(fkg_folder, device)
+    model = FKGModel.from_pretrained(fkg_folder, device)
     data = CacheDataset(cache_dir, split, task.cfg.data.max_units, pixels=True)
     if len(data) == 0:
         raise InputError(f"token cache {cache_dir} has no {split!r} clips", "point at a cache with that split")

@@ -12,188 +12,43 @@ Held-out metrics (``evaluate``), higher is better unless noted:
 to ``still_psnr`` / ``still_ssim`` of the still reference image, and with a
 corpus, ``mouth_viseme_acc`` / ``mouth_open_acc`` (mouth state measured from
 the generated pixels, metrics.py) next to ``still_mouth_viseme_acc``.
+
+The job is split by modules: config.py (the recipe's dataclasses), model.py
+(``FKGModel.from_pretrained`` / ``save_pretrained``), collate.py (batches),
+evaluation.py (the held-out metrics) and this file (data, vocabulary, model
+building and the training losses).
 """
 
 from __future__ import annotations
 
-import sys
-
 import json
 import logging
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import ConcatDataset
 
-from ..config import save_config
 from ..data.corpus import check_extra_corpus
-from ..errors import BackendUnavailable, CheckpointError, InputError
+from ..device import resolve_device
+from ..errors import CheckpointError, InputError
+from .collate import FKGCollate
+from .config import FKGConfig
 from .data import CacheDataset, ExampleDataset, FKGExample, build_token_cache, crop_config, read_cache_index
-from .aperture import bin_centres, openness_bins, segment_apertures
-from .generate import SamplingConfig, generate_keyframes
-from .keyframe_codes import as_code_vectors, check_keyframe_decode, code_vectors_from_logits, keyframe_code_vectors
-from .layout import (
-    FRAME_OFFSET, IGNORE, KIND_FRAME, KIND_UNIT, TokenMeta, collate_packed, crop_window, pack_utterance, paste_window,
-    layout_context, neighbour_ids, prefix_length, segment_length, window_cells,
-)
+from .evaluation import FKGEvaluation
+from .keyframe_codes import code_vectors_from_logits
+from .layout import FRAME_OFFSET, IGNORE, KIND_FRAME, KIND_UNIT, TokenMeta, paste_window, window_cells
 from .masks import canonical_variant, default_stride, packed_mask
-from .metrics import mouth_accuracy, mouth_states, pixel_openness, psnr, ssim, to_unit
 from .model import FKGModel, code_cross_entropy
-from .vocab import DEFAULT_DURATION_EDGES, UNK_UNIT, FKGVocab, build_unit_list
+from .vocab import UNK_UNIT, FKGVocab, build_unit_list
 
 log = logging.getLogger("avatarsync.fkg")
 
 
-@dataclass
-class FKGDataConfig:
-    corpus: str = ""  # corpus folder written by `avatarsync synth-data` (for the cache and mouth metrics)
-    token_cache: str = ""  # token cache folder; built from corpus + tokenizer when missing
-    tokenizer: str = ""  # exported tokenizer folder (needed to build the cache, for stage 2 and pixel metrics)
-    # More corpora (e.g. `synth-data --train-only` with new identities) whose train-split clips join the
-    # training set; each is tokenized into its own <corpus>/fkg_token_cache with data.tokenizer.
-    extra_corpora: list[str] = field(default_factory=list)
-    max_units: int = 8  # units per training sequence; longer utterances are split into chunks
-    unit_key: Literal["symbol", "viseme"] = "symbol"  # what a unit token stands for
-    val_split: Literal["val", "test"] = "val"
-    cache_device: str = "auto"  # device used to encode frames into the cache
-    # How frames are cropped before tokenization; empty / 0 = as the tokenizer was trained (its run's
-    # data section), else these values (see tokenizers.data.TokenizerDataConfig).
-    align: str = ""  # none | clip | stable | frame (empty: as the tokenizer was trained)
-    crop_size: int = 0
-    landmark_layout: str = ""
-
-
-@dataclass
-class FKGLossConfig:
-    stage: Literal[1, 2] = 1  # 1: token cross-entropy; 2: + pixel losses through the tokenizer
-    lambda1: float = 1.0  # token cross-entropy (recon)
-    lambda2: float = 1.0  # LPIPS
-    lambda3: float = 0.5  # identity consistency
-    lambda4: float = 0.5  # facial similarity
-    # Extra cross-entropy weight on the token cells inside mouth_box (fractions of the grid): most cells
-    # repeat the reference, and without it the few that carry the phoneme hardly steer training.
-    mouth_ce: float = 0.0
-    mouth_box: list[float] = field(default_factory=lambda: [0.3, 0.58, 0.7, 0.88])
-    # Probability that a training segment's unit reads <unk>: the model also learns the keyframe
-    # without its unit, which classifier-free guidance (eval.guidance, speak --guidance) needs.
-    unit_dropout: float = 0.0
-    # Models with aperture_bins: each keyframe's [B] and frame tokens read no plan with this probability
-    # (the unit token still learns to predict it), which plan guidance (eval.plan_guidance) needs.
-    plan_dropout: float = 0.0
-    # Probability that a keyframe's input code (never its label) is swapped for a code from elsewhere in
-    # the batch, so the model learns not to trust its own earlier cells blindly: decoding feeds it its
-    # own guesses, training the true codes (exposure bias).
-    code_noise: float = 0.0
-    aperture: float = 1.0  # weight of the mouth-aperture plan's cross-entropy (models with aperture_bins)
-    decode_mode: Literal["st", "soft"] = "st"  # differentiable decode: straight-through or soft
-    max_frames: int = 4  # keyframes decoded per step for the pixel losses
-    lpips_weights: str | None = None  # local torchvision backbone state dict for LPIPS (else fallback)
-    lpips_net: Literal["vgg", "alex", "squeeze"] = "vgg"
-    facenet_weights: str | None = None  # local InceptionResnetV1 (vggface2) state dict (else fallback)
-
-
-@dataclass
-class FKGEvalConfig:
-    generate: bool = True  # decode keyframes during evaluation (slower, gives the pixel metrics)
-    max_utterances: int = 4  # utterances decoded per evaluation
-    guidance: float = 1.0  # classifier-free guidance scale of the evaluation's decoding (1 = off)
-    plan_guidance: float = 1.0  # guidance scale on the aperture plan (models with aperture_bins; 1 = off)
-    plan_pick: str = "argmax"  # how the plan's bin is read: argmax, median or mean (generate.pick_bins)
-    # How generated keyframes become pixels: "argmax" (the decoded codes) or "expected" (each cell's
-    # softmax-expected code vector under the decoding logits; keyframe_codes.py).
-    keyframe_decode: str = "argmax"
-    openness_tol: float = 0.15  # truth-openness tolerance of mouth_open_acc (0 closed .. 1 widest)
-    pixel_openness_tol: float = 0.075  # tolerance of mouth_open_px_acc, in inter-ocular distances
-    # Diagnostics of models with aperture_bins: decode with the true aperture bins instead of the predicted
-    # ones (how well the model renders a right plan), or with this one bin for every keyframe (>= 0: how far
-    # the plan steers the mouth).
-    oracle_aperture: bool = False
-    force_aperture: int = -1
-
-
-@dataclass
-class FKGConfig:
-    size: Literal["tiny", "cpu", "cpu_wide", "small", "base", "large"] = "small"
-    mask: str = "one_to_one"  # global | accumulative | window | one_to_one
-    window: int = 2  # units visible to the 'window' variant
-    position_stride: int | None = None  # None: 0 for one_to_one, 3 otherwise (layout.py)
-    # Grid cells a keyframe generates, as (x0, y0, x1, y1) fractions of the token grid; the other cells
-    # are the reference's codes. Empty: the whole grid (the paper's layout). A mouth window cuts the
-    # sequential decoding steps per keyframe (bench/fkg_window.py measures what it costs in pixels).
-    frame_window: list[float] = field(default_factory=list)
-    # Each unit token also carries its previous and next unit (model.unit_context): the keyframe of a
-    # unit can follow coarticulation while the mask stays one-to-one.
-    unit_context: bool = False
-    # Mouth-aperture plan (aperture.py): > 0 makes each unit token predict its keyframe's mouth opening as
-    # one of this many bins, and the keyframe's codes follow the chosen bin. Needs truth openness (corpus).
-    aperture_bins: int = 0
-    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
-    dropout: float = 0.0
-    units: list[str] = field(default_factory=list)  # unit vocabulary; empty = every unit of the training split
-    duration_edges: list[float] = field(default_factory=lambda: list(DEFAULT_DURATION_EDGES))
-    codebook_size: int = 0  # 0 = from the token cache
-    factorize_above: int = 4096  # larger codebooks are predicted as two digits
-    init_from: str | None = None  # FKG model folder to start from (stage 2 after stage 1); its vocab is kept
-    data: FKGDataConfig = field(default_factory=FKGDataConfig)
-    loss: FKGLossConfig = field(default_factory=FKGLossConfig)
-    eval: FKGEvalConfig = field(default_factory=FKGEvalConfig)
-
-
-# -- model folders ---------------------------------------------------------------------------
-def save_fkg(model: FKGModel, folder: str | Path, config: FKGConfig | None = None) -> None:
-    """``model.safetensors`` + ``model.json`` (size, mask, stride, vocab) [+ ``config.yaml``]."""
-    from ..train.checkpoint import save_weights
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_weights(model, folder / "model.safetensors")
-    (folder / "model.json").write_text(json.dumps(model.describe(), ensure_ascii=False, indent=1), encoding="utf-8")
-    if config is not None:
-        save_config(config, folder / "config.yaml")
-
-
-def load_fkg(folder: str | Path, device: torch.device | str = "cpu", attn_implementation: str = "sdpa") -> FKGModel:
-    """A trained keyframe model from a folder written by ``save_fkg`` / the training loop."""
-    from ..train.checkpoint import load_weights
-
-    folder = Path(folder)
-    if not (folder / "model.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise CheckpointError(f"{folder} is not an FKG model folder (needs model.json and model.safetensors)",
-                              "point at the 'final' folder of an `avatarsync train fkg` run")
-    model = FKGModel.from_description(json.loads((folder / "model.json").read_text(encoding="utf-8")),
-                                      attn_implementation)
-    load_weights(model, folder / "model.safetensors")
-    return model.to(device).eval()
-
-
-def load_tokenizer(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
-    """An exported visual tokenizer, frozen, in eval mode."""
-    from .. import tokenizers
-
-    loader = getattr(tokenizers, "load_tokenizer", None)
-    if loader is None:
-        raise BackendUnavailable("avatarsync.tokenizers has no load_tokenizer(path) yet",
-                                 "export a tokenizer with `avatarsync train tokenizer` and use a version "
-                                 "of avatarsync that provides load_tokenizer")
-    tok = loader(str(path), device=device) if "device" in loader.__code__.co_varnames else loader(str(path))
-    tok = tok.to(device).eval()
-    for p in tok.parameters():
-        p.requires_grad_(False)
-    return tok
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-class FKGTask:
+class FKGTask(FKGCollate, FKGEvaluation):
     """TrainTask for the keyframe model. ``train_examples``/``val_examples``/``tokenizer`` may be
     given directly (tests, scripts); otherwise they come from ``config.data``."""
 
@@ -252,7 +107,7 @@ class FKGTask:
         if not corpus or (not d.tokenizer and self._tokenizer is None):
             raise InputError(f"token cache {cache} does not exist and cannot be built",
                              "set data.corpus and data.tokenizer in the recipe")
-        dev = _device(d.cache_device)
+        dev = resolve_device(d.cache_device)
         log.info("building the FKG token cache of %s in %s", corpus, cache)
         crop = crop_config(corpus, d.tokenizer, d.align, d.crop_size, d.landmark_layout)
         build_token_cache(corpus, self.tokenizer(dev), cache, dev, tokenizer_path=d.tokenizer, crop=crop,
@@ -323,7 +178,10 @@ class FKGTask:
     def tokenizer(self, device: torch.device | str | None = None) -> nn.Module | None:
         """The visual tokenizer (loaded from data.tokenizer on first use); None when there is none."""
         if self._tokenizer is None and self.cfg.data.tokenizer:
-            self._tokenizer = load_tokenizer(self.cfg.data.tokenizer, device or "cpu")
+            from ..tokenizers import VisualTokenizer
+
+            self._tokenizer = VisualTokenizer.from_pretrained(self.cfg.data.tokenizer, device or "cpu")
+            self._tokenizer.requires_grad_(False)  # frozen, in eval mode
         if self._tokenizer is not None and device is not None:
             self._tokenizer = self._tokenizer.to(device)
         return self._tokenizer
@@ -363,7 +221,7 @@ class FKGTask:
 
     def _load_init(self, model: FKGModel) -> None:
         """init_from's weights; a model without a plan may start one (its aperture layers stay new)."""
-        from ..train.checkpoint import load_weights
+        from ..weights import load_weights
 
         path = Path(self.cfg.init_from) / "model.safetensors"
         fix = "use the same size, vocabulary, window and unit context as the init_from model"
@@ -381,58 +239,9 @@ class FKGTask:
                      self.aperture_bins)
 
     def export(self, model: nn.Module, folder: Path) -> None:
-        save_fkg(model, folder, self.cfg)
+        model.save_pretrained(folder, self.cfg)
 
-    # -- batches -------------------------------------------------------------------------------
-    def collate(self, items: list[FKGExample]) -> dict[str, Any]:
-        vocab, window = self.vocab, self.frame_window
-        packed, unit_ids = [], []
-        for ex in items:
-            units = [vocab.unit_id(s) for s in self._symbols(ex)]
-            durs = [vocab.duration_id(d) for d in ex.durations]
-            packed.append(pack_utterance(vocab, torch.as_tensor(ex.ref_codes), units, durs,
-                                         crop_window(torch.as_tensor(ex.key_codes), window), self.stride))
-            unit_ids.append(units)
-        batch: dict[str, Any] = collate_packed(packed, vocab.pad_id)
-        if self.unit_context:
-            batch["context"] = torch.stack([self._layout_context(batch, b, ex, units)
-                                            for b, (ex, units) in enumerate(zip(items, unit_ids))])
-        if self.aperture_bins:
-            batch["aperture"] = torch.stack([self._layout_aperture(batch, b, ex) for b, ex in enumerate(items)])
-        batch["n_units"] = torch.tensor([len(ex) for ex in items])
-        batch["grid"] = torch.tensor(packed[0].grid)  # the generated cells' grid (the window's)
-        batch["ref_grid"] = torch.tensor(packed[0].ref_grid)
-        batch["key_frames"] = torch.tensor([k for ex in items for k in (ex.key_frames or range(len(ex)))])
-        batch["clip_ids"] = [ex.clip_id for ex in items]
-        if all(ex.key_pixels is not None for ex in items):
-            batch["key_pixels"] = torch.from_numpy(np.concatenate([ex.key_pixels for ex in items]))
-        if all(ex.key_boxes is not None for ex in items):
-            batch["key_boxes"] = torch.from_numpy(np.concatenate([ex.key_boxes for ex in items]))
-        if all(ex.key_landmarks is not None for ex in items):  # fixed point (1/16 px): the loop may cast floats
-            batch["key_landmarks16"] = torch.from_numpy(
-                np.rint(np.concatenate([ex.key_landmarks for ex in items]) * 16).astype(np.int32))
-        if all(ex.ref_pixels is not None for ex in items):
-            batch["ref_pixels"] = torch.from_numpy(np.stack([ex.ref_pixels for ex in items]))
-        return batch
-
-    def _layout_context(self, batch: dict[str, Any], b: int, ex: FKGExample, units: list[int]) -> torch.Tensor:
-        """Context ids ``[L, 2]`` of batch row ``b``: each unit token's neighbours, the chunk's edge
-        units taking their neighbours in the whole utterance (``ex.before`` / ``ex.after``)."""
-        key = 0 if self.cfg.data.unit_key == "symbol" else 1
-        edges = [None if x is None else self.vocab.unit_id(x[key]) for x in (ex.before, ex.after)]
-        neighbours = neighbour_ids(torch.tensor(units), self.vocab.pad_id, *edges)
-        meta = TokenMeta(batch["kind"][b], batch["segment"][b], batch["offset"][b])
-        return layout_context(meta, neighbours, self.vocab.pad_id)
-
-    def _layout_aperture(self, batch: dict[str, Any], b: int, ex: FKGExample) -> torch.Tensor:
-        """Aperture bins ``[L]`` of batch row ``b`` (every token of a segment holds its keyframe's bin)."""
-        if ex.key_openness is None:
-            raise InputError(f"clip {ex.clip_id} has no truth mouth openness, which aperture_bins needs",
-                             "rebuild the FKG token cache from a corpus with truth.npz openness, "
-                             "or set aperture_bins: 0")
-        meta = TokenMeta(batch["kind"][b], batch["segment"][b], batch["offset"][b])
-        return segment_apertures(meta, openness_bins(ex.key_openness, self.aperture_bins))
-
+    # -- forward and loss ------------------------------------------------------------------------
     def _forward(self, model: nn.Module, batch: dict[str, Any]):
         meta = TokenMeta(batch["kind"], batch["segment"], batch["offset"])
         mask = packed_mask(meta, self.variant, self.cfg.window)
@@ -568,134 +377,3 @@ class FKGTask:
         """Reference codes of the batch's utterances ``rows`` (all by default), ``[B, h, w]``."""
         h, w = (int(x) for x in batch["ref_grid"])
         return self.vocab.codes_of(batch["ids"][rows, 1:1 + h * w].cpu()).reshape(-1, h, w)
-
-    # -- evaluation ----------------------------------------------------------------------------
-    def _row(self, batch: dict[str, Any], b: int) -> dict[str, torch.Tensor]:
-        """Utterance ``b``: reference codes ``[h, w]``, unit and duration ids, and the keyframes'
-        ground-truth codes of the generated cells ``[n, fh, fw]`` and of the full grid (``full_codes``)."""
-        h, w = (int(x) for x in batch["ref_grid"])
-        fh, fw = (int(x) for x in batch["grid"])
-        n = int(batch["n_units"][b])
-        r, s = prefix_length(h * w), segment_length(fh * fw)
-        ids = batch["ids"][b, :r + n * s].cpu()
-        segs = ids[r:].reshape(n, s)
-        ref = self._ref_codes(batch, slice(b, b + 1))[0]
-        frames = self.vocab.codes_of(segs[:, FRAME_OFFSET:]).reshape(n, fh, fw)
-        part = {"ref_codes": ref, "unit_ids": segs[:, 1], "dur_ids": segs[:, 0], "frame_codes": frames,
-                "full_codes": paste_window(ref, frames, self.frame_window)}
-        if "context" in batch:  # the neighbours of each unit token, in segment order
-            part["context_ids"] = batch["context"][b, :r + n * s].cpu()[r:].reshape(n, s, 2)[:, 1]
-        if "aperture" in batch:  # the true aperture bin of each keyframe
-            part["aperture"] = batch["aperture"][b, :r + n * s].cpu()[r:].reshape(n, s)[:, 0]
-        return part
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: list[dict[str, Any]]) -> dict[str, float]:
-        sums: dict[str, list[float]] = {}
-
-        def add(name: str, values) -> None:
-            sums.setdefault(name, []).extend(np.atleast_1d(np.asarray(values, dtype=np.float64)).tolist())
-
-        for batch in batches:
-            logits, labels, plan = self._forward(model, batch)
-            ce, acc = code_cross_entropy(logits, labels, self.vocab.factors)
-            add("ce", float(ce))
-            add("acc", float(acc))
-            if plan is not None:
-                add("aperture_acc", (plan[0].argmax(-1) == plan[1]).float().numpy())
-        if self.cfg.eval.generate:
-            self._evaluate_generation(model, batches, add)
-        return {k: float(np.mean(v)) for k, v in sums.items() if v}
-
-    def _evaluate_generation(self, model: nn.Module, batches: list[dict[str, Any]], add) -> None:
-        def generate(part: dict[str, torch.Tensor]) -> torch.Tensor:
-            plan = None
-            if self.cfg.eval.force_aperture >= 0:
-                plan = torch.full_like(part["unit_ids"], self.cfg.eval.force_aperture)
-            elif self.cfg.eval.oracle_aperture and "aperture" in part:
-                plan = part["aperture"]
-            expected = self.cfg.eval.keyframe_decode == "expected"
-            res = generate_keyframes(model, part["ref_codes"], part["unit_ids"], part["dur_ids"],
-                                     SamplingConfig(guidance=self.cfg.eval.guidance,
-                                                    plan_guidance=self.cfg.eval.plan_guidance,
-                                                    plan_pick=self.cfg.eval.plan_pick),
-                                     context_ids=part.get("context_ids"), apertures=plan, return_logits=expected)
-            gen = crop_window(res.codes, self.frame_window)
-            add("gen_code_acc", float((gen == part["frame_codes"].to(gen.device)).float().mean()))
-            if res.apertures is not None and "aperture" in part:
-                miss = (res.apertures.cpu() - part["aperture"]).abs()
-                add("gen_aperture_acc", (miss == 0).float().numpy())
-                add("gen_aperture_near_acc", (miss <= 1).float().numpy())  # off by at most one bin
-            if res.apertures is not None:
-                part["plan_bins"] = res.apertures.cpu()
-            if expected and tok is not None:  # code vectors, which _pixel_metrics decodes as they are
-                return keyframe_code_vectors(tok, res.codes, res.logits, part["ref_codes"], self.vocab.factors,
-                                             self.vocab.codebook_size, self.frame_window, "expected")
-            return res.codes
-
-        check_keyframe_decode(self.cfg.eval.keyframe_decode, "eval.keyframe_decode")
-        tok = self.tokenizer(next(model.parameters()).device)
-
-        self.evaluate_codes(batches, generate, add, next(model.parameters()).device)
-
-    @torch.no_grad()
-    def evaluate_codes(self, batches: list[dict[str, Any]], make_codes: Callable[[dict[str, torch.Tensor]], torch.Tensor],
-                       add: Callable[[str, Any], None], device: torch.device | str = "cpu") -> None:
-        """Pixel and mouth-state metrics of keyframe codes: ``make_codes(part) -> [n, h, w]`` gives the
-        full-grid codes of one utterance, or float ``[n, C, h, w]`` code vectors (``part`` as ``_row``
-        returns it); the first
-        ``eval.max_utterances`` utterances are scored and each metric is passed to ``add(name, values)``."""
-        tok = self.tokenizer(device)
-        done = 0
-        for batch in batches:
-            first = 0
-            for b in range(batch["ids"].shape[0]):
-                n = int(batch["n_units"][b])
-                rows = slice(first, first + n)
-                first += n
-                if done >= self.cfg.eval.max_utterances:
-                    return
-                done += 1
-                part = self._row(batch, b)
-                codes = make_codes(part)
-                if tok is not None:
-                    self._pixel_metrics(tok, batch, b, rows, part, codes, add)
-
-    def _pixel_metrics(self, tok: nn.Module, batch: dict[str, Any], b: int, rows: slice,
-                       part: dict[str, torch.Tensor], codes: torch.Tensor, add) -> None:
-        n = rows.stop - rows.start
-        dev = codes.device
-        reference = self._reference(tok, batch, dev, slice(b, b + 1))
-        gen = to_unit(tok.decode_codes(as_code_vectors(tok, codes.to(dev)), reference).clamp(-1, 1)).cpu()
-        real = (to_unit(batch["key_pixels"][rows].cpu()) if "key_pixels" in batch
-                else to_unit(tok.decode(part["full_codes"].to(dev), reference=reference)).cpu())
-        ref = (to_unit(batch["ref_pixels"][b:b + 1].cpu()) if "ref_pixels" in batch
-               else to_unit(tok.decode(part["ref_codes"][None].to(dev), reference=reference)).cpu())
-        still = ref.expand_as(real)
-        add("kf_psnr", psnr(gen, real).numpy())
-        add("kf_ssim", ssim(gen, real).numpy())
-        add("still_psnr", psnr(still, real).numpy())
-        add("still_ssim", ssim(still, real).numpy())
-        truth = self._val_ds.mouth_truth(batch["clip_ids"][b]) if self._val_ds is not None else None
-        if truth is not None and "key_boxes" in batch:
-            keys = batch["key_frames"][rows].cpu().numpy()
-            boxes = batch["key_boxes"][rows].cpu().numpy()
-            tol = self.cfg.eval.openness_tol
-            states = mouth_states(gen, boxes, truth, keys)
-            got = mouth_accuracy(states, tol)
-            if "plan_bins" in part:  # the plan against the truth, and the drawn mouth against its plan
-                centre = bin_centres(self.aperture_bins)[part["plan_bins"]].numpy()
-                add("plan_open_acc", np.abs(centre - states["open_true"]) <= tol)
-                add("mouth_plan_acc", np.abs(states["open_pred"] - centre) <= tol)
-                add("mouth_plan_bias", states["open_pred"] - centre)
-            base = mouth_accuracy(mouth_states(still, boxes, truth, keys), tol)
-            for name, v in got.items():
-                add(name, [v] * n)
-            for name, v in base.items():
-                add(f"still_{name}", [v] * n)
-        if "key_landmarks16" in batch:
-            lms = batch["key_landmarks16"][rows].cpu().numpy() / 16.0
-            measured_real = pixel_openness(real, lms)
-            tol = self.cfg.eval.pixel_openness_tol
-            for name, img in (("mouth_open_px_acc", gen), ("still_mouth_open_px_acc", still)):
-                add(name, np.nan_to_num(np.abs(pixel_openness(img, lms) - measured_real), nan=1e9) <= tol)

@@ -157,14 +157,6 @@ class FKGVocab:
     def duration_id(self, seconds: float) -> int:
         return self.duration_offset + self.duration_bin(seconds)
 
-    def duration_of(self, token_id: int) -> float:
-        """Representative duration (bin centre, seconds) of a duration id."""
-        b = token_id - self.duration_offset
-        if not 0 <= b < self.n_duration_bins:
-            raise VocabError(f"id {token_id} is not a duration id", "pass ids from FKGVocab.duration_id")
-        edges = [0.0, *self.duration_edges, self.duration_edges[-1] * 1.5]
-        return 0.5 * (edges[b] + edges[b + 1])
-
     def visual_ids(self, codes: torch.Tensor) -> torch.Tensor:
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise VocabError(
@@ -175,9 +167,6 @@ class FKGVocab:
 
     def codes_of(self, ids: torch.Tensor) -> torch.Tensor:
         return ids.long() - self.visual_offset
-
-    def is_visual(self, ids: torch.Tensor) -> torch.Tensor:
-        return ids >= self.visual_offset
 
     # -- persistence ----------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -73,11 +73,6 @@ class TokenizerCodec:
         return self.tokenizer.indices_to_codes(self.tokenizer.encode(images.to(self.device))).float()
 
     @torch.no_grad()
-    def codes_from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token ids [B, h, w] (e.g. from a token cache or the keyframe model) -> latents [B, C, h, w]."""
-        return self.tokenizer.indices_to_codes(tokens.long().to(self.device)).float()
-
-    @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         dtype = next(self.tokenizer.parameters()).dtype
         return self.tokenizer.decode_codes(latents.to(self.device, dtype)).clamp(-1, 1)
@@ -98,6 +93,6 @@ def load_codec(spec: str, device: str | torch.device = "cpu") -> LatentCodec:
     if not Path(spec).exists():
         raise InputError(f"codec {spec!r} is neither space_to_depth:F nor an existing tokenizer folder",
                          "train a tokenizer (`avatarsync train tokenizer ...`) and pass its final/ folder")
-    from ..tokenizers import load_tokenizer
+    from ..tokenizers import VisualTokenizer
 
-    return TokenizerCodec(load_tokenizer(spec, device))
+    return TokenizerCodec(VisualTokenizer.from_pretrained(spec, device))

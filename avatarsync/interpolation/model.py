@@ -175,18 +175,12 @@ class MambaInterpolator(nn.Module):
             t = t + torch.sigmoid(logit + g) - torch.sigmoid(logit)
         return lat_a + t * (lat_b - lat_a) + resid
 
-    def forward_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Forward on a collated batch (keys: lat_a, lat_b, tau, interval, phone_ids, phone_spans)."""
-        return self(batch["lat_a"], batch["lat_b"], batch["tau"], batch["interval"],
-                    batch.get("phone_ids"), batch.get("phone_spans"))
-
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu",
                         backend: str | None = None) -> "MambaInterpolator":
         """Load an exported folder (``config.yaml`` with a ``model:`` section + ``model.safetensors``)."""
-        from safetensors.torch import load_file
-
         from ..config import from_dict, read_yaml
+        from ..weights import read_state_dict
 
         folder = Path(folder)
         if not (folder / "config.yaml").is_file() or not (folder / "model.safetensors").is_file():
@@ -198,7 +192,7 @@ class MambaInterpolator(nn.Module):
             cfg.backend = backend
         model = cls(cfg)
         try:
-            model.load_state_dict(load_file(str(folder / "model.safetensors")))
+            model.load_state_dict(read_state_dict(folder / "model.safetensors"))
         except RuntimeError as e:
             raise CheckpointError(f"weights in {folder} do not fit its config: {e}", "re-export the model") from None
         return model.to(device).eval()

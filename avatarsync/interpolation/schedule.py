@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..phonemes.track import PhonemeTrack
+from ..phonemes.track import SILENCE, PhonemeTrack, PhonemeUnit
 from ..phonemes.visemes import VISEME_INDEX
 
 
@@ -40,6 +40,28 @@ def n_output_frames(duration: float, fps: float = 25.0) -> int:
         raise ScheduleError(f"audio of {duration:.4f}s is shorter than half a frame at {fps} fps",
                             "give at least one frame's worth of audio")
     return n
+
+
+def pad_to_frames(audio: np.ndarray, sample_rate: int, track: PhonemeTrack, fps: float) -> tuple[np.ndarray, PhonemeTrack, int]:
+    """Pad audio with silence to a whole number of frames; extend the track to match."""
+    n_frames = max(1, math.ceil(len(audio) / sample_rate * fps - 1e-9))
+    n_samples = int(round(n_frames / fps * sample_rate))
+    audio = np.pad(audio, (0, max(0, n_samples - len(audio))))[:n_samples]
+    duration = n_samples / sample_rate
+
+    def extend(units: list[PhonemeUnit]) -> list[PhonemeUnit]:
+        if not units:
+            return [PhonemeUnit(SILENCE, 0.0, duration, "rest")]
+        last = units[-1]
+        if last.end >= duration - 1e-9:
+            return units
+        if last.symbol == SILENCE:
+            return units[:-1] + [PhonemeUnit(SILENCE, last.start, duration, "rest")]
+        return units + [PhonemeUnit(SILENCE, last.end, duration, "rest")]
+
+    new = PhonemeTrack(units=extend(list(track.units)), lang=track.lang, duration=duration,
+                       source=track.source, phones=extend(list(track.phones)))
+    return audio, new, n_frames
 
 
 def keyframe_times(track: PhonemeTrack) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from .geometry import LOWER_INNER, LOWER_OUTER, UPPER_INNER, UPPER_OUTER, opening_grid
 from .shape import mouth_shape
 
@@ -71,12 +71,10 @@ class Interior:
 
     @classmethod
     def load(cls, path: str | Path) -> "Interior":
-        from safetensors.numpy import load_file
+        from ..weights import read_state_dict
 
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path} not found", "build it with `avatarsync train mouth` (it writes interior.safetensors)")
-        t = load_file(str(path))
+        t = {k: v.numpy() for k, v in read_state_dict(path, "mouth interior atlas", "build it with `avatarsync "
+                                                       "train mouth` (it writes interior.safetensors)").items()}
         return cls(gaps=t["gaps"], textures=t["textures"], lips=t["lips"])
 
 

@@ -95,9 +95,8 @@ class MouthMotion(nn.Module):
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "MouthMotion":
         """Load a folder with ``config.yaml`` (the ``MotionConfig``, or a task config with a
         ``model:`` section) and ``model.safetensors``."""
-        from safetensors.torch import load_file
-
         from ..config import from_dict, read_yaml
+        from ..weights import read_state_dict
 
         folder = Path(folder)
         if not (folder / "config.yaml").is_file() or not (folder / "model.safetensors").is_file():
@@ -106,7 +105,7 @@ class MouthMotion(nn.Module):
         data = read_yaml(folder / "config.yaml")
         model = cls(from_dict(MotionConfig, data.get("model", data)))
         try:
-            model.load_state_dict(load_file(str(folder / "model.safetensors")))
+            model.load_state_dict(read_state_dict(folder / "model.safetensors"))
         except RuntimeError as e:
             raise CheckpointError(f"weights in {folder} do not fit its config: {e}", "re-export the model") from None
         return model.to(device).eval()

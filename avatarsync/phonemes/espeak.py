@@ -25,9 +25,10 @@ from .lang import normalize_lang
 from .timeline import RawPhone, assemble_track
 from .track import PhonemeTrack
 
-DEFAULT_VOICES = {"en": "en-us", "zh": "cmn-latn-pinyin"}
+DEFAULT_VOICES = {"en": "en-us", "zh": "cmn-latn-pinyin", "fr": "fr"}
 # language-code spellings whose espeak voice file has another name
-VOICE_ALIASES = {"en-gb": "en", "en-uk": "en", "en_gb": "en", "zh": "cmn-latn-pinyin", "zh-cn": "cmn-latn-pinyin"}
+VOICE_ALIASES = {"en-gb": "en", "en-uk": "en", "en_gb": "en", "zh": "cmn-latn-pinyin", "zh-cn": "cmn-latn-pinyin",
+                 "fr-fr": "fr"}
 LEAD_IN = 0.1  # seconds: every utterance starts with at least this much silence
 RATE_RANGE = (80, 450)
 PITCH_RANGE = (0, 100)

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import AvatarSyncError, BackendUnavailable, CheckpointError, InputError
 from .config import ServeConfig
 from .engine import CANCELLED, DONE, FINISHED, Engine, Job, QueueFull, error_body
-from .requests import LimitError, MalformedRequest, SpeakOptions, parse_options, prepare, too_big
+from .requests import LimitError, MalformedRequest, SpeakRequest, parse_options, prepare, too_big
 
 log = logging.getLogger("avatarsync.serve")
 STATIC = Path(__file__).parent / "static"
@@ -195,7 +195,7 @@ def create_app(config: ServeConfig | None = None, load=None) -> FastAPI:
         return {"id": request.app.state.uploads.add(data), "bytes": len(data)}
 
     # -- jobs --------------------------------------------------------------------------------
-    schema = SpeakOptions.model_json_schema()
+    schema = SpeakRequest.model_json_schema()
     form_schema = {"type": "object", "properties": {
         **{k: v for k, v in schema["properties"].items() if k not in ("audio", "portrait")},
         "audio": {"type": "string", "format": "binary"}, "portrait": {"type": "string", "format": "binary"}}}

@@ -85,7 +85,8 @@ def warm(pipe) -> None:
                  lambda: pipe.mouth_shapes(pipe.phonemes("Hi.", None, None, "en")[0], 10) if pipe.mouth else None,
                  lambda: pipe.speak(text="Hi.", out=None, render="tokens"),
                  lambda: __import__("avatarsync.faces.detect", fromlist=["find_face"]).find_face(
-                     np.full((64, 64, 3), 128, np.uint8), pipe.detector)):
+                     np.full((64, 64, 3), 128, np.uint8), pipe.detector),
+                 lambda: __import__("avatarsync.voices", fromlist=["prepare"]).prepare("en")):
         try:
             step()
         except Exception:  # noqa: BLE001 - warming is best effort

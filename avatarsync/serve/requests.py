@@ -15,12 +15,13 @@ import os
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..errors import AudioError, FaceError, InputError
+from ..options import option_fields
 from .config import Limits
 
 
@@ -32,52 +33,45 @@ class MalformedRequest(InputError):
     """A request that is not valid JSON/multipart or has unknown or mistyped fields (HTTP 400)."""
 
 
-class SpeakOptions(BaseModel):
-    """What to say and how: the options of ``avatarsync speak``."""
+class _Uploads(BaseModel):
+    """The request fields that carry data (the rest are ``speak``'s options)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = Field(None, description="script to speak (exactly one of text or audio)")
     audio: str | None = Field(None, description="speech recording, base64 (WAV/FLAC/OGG); multipart: a file part")
     audio_id: str | None = Field(None, description="id of a recording sent earlier to POST /v1/uploads")
-    transcript: str | None = Field(None, description="what the recording says")
     portrait: str | None = Field(None, description="portrait photo, base64 JPEG/PNG; multipart: a file part; "
                                                    "none: the bundle's avatar")
     portrait_id: str | None = Field(None, description="id of a portrait sent earlier to POST /v1/uploads")
-    lang: str = "en"
-    voice: str | None = None
-    seed: int = 0
-    rate: int = 160
-    pitch: int = 50
-    aligner: str = "auto"
-    temperature: float = 0.0
-    top_k: int = 0
-    guidance: float | None = None
-    keyframe_decode: Literal["argmax", "expected"] | None = None
-    paste_region: Literal["face", "mouth"] | None = None
-    render: Literal["auto", "tokens", "warp"] | None = None
-    crop_only: bool = False
     # streaming only
     jpeg_quality: int | None = Field(None, ge=10, le=100, description="quality of streamed JPEG frames")
     mp4: bool = Field(False, description="WS /v1/stream: also keep an MP4 (GET /v1/videos/{id}.mp4)")
+
+
+# What to say and how: the uploads above plus the options of ``avatarsync speak``, taken from the one
+# description of them (avatarsync/options.py), so the CLI, the Python API and the server agree.
+SpeakRequest = create_model(
+    "SpeakRequest", __base__=_Uploads, __doc__="What to say and how: the options of ``avatarsync speak``.",
+    **{name: (tp, Field(default, description=meta["help"].replace("--", "")))
+       for name, tp, default, meta in option_fields("server")})
 
 
 @dataclass
 class Prepared:
     """A checked request: options plus decoded inputs (all in memory)."""
 
-    options: SpeakOptions
+    options: SpeakRequest
     image: np.ndarray | None  # RGB uint8, None: the bundle's avatar
     audio: bytes | None  # the recording's bytes
     audio_seconds: float = 0.0
 
 
-def parse_options(data: object) -> SpeakOptions:
+def parse_options(data: object) -> SpeakRequest:
     if not isinstance(data, dict):
         raise MalformedRequest("the request must be a JSON object of speak options",
                                'send e.g. {"text": "Hello."} (see /docs)')
     try:
-        return SpeakOptions.model_validate(data)
+        return SpeakRequest.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "request"
@@ -142,7 +136,7 @@ def audio_seconds(data: bytes, limits: Limits) -> float:
     return seconds
 
 
-def prepare(options: SpeakOptions, limits: Limits, files: dict[str, bytes] | None = None,
+def prepare(options: SpeakRequest, limits: Limits, files: dict[str, bytes] | None = None,
             uploads=None) -> Prepared:
     """Decode and check a request: exactly one of text/audio, sizes within ``limits``.
 

@@ -222,10 +222,19 @@ def generate(pipe, prepared, workdir: str | Path, cancel: threading.Event | None
     def speak_piece(k: int):
         return pipe.phonemes(pieces[k][0], None, None, o.lang, voice=o.voice, rate=o.rate, pitch=o.pitch)
 
-    # the next phrase is spoken while this one is animated (the first while the face is found)
+    from ..voices import prepare as prepare_voice
+
+    # the next phrase is spoken while this one is animated (the first while the face is found); after each,
+    # the voice prepares for the next (a Piper voice's seeded session), so no phrase waits for that
     with contextlib.ExitStack() as stack:
         voice = voice_pool or stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="avatarsync-voice"))
-        ahead = voice.submit(speak_piece, 0) if prepared.audio is None else None
+
+        def speak_ahead(k: int):
+            spoken = voice.submit(speak_piece, k)
+            voice.submit(prepare_voice, o.lang, o.voice)
+            return spoken
+
+        ahead = speak_ahead(0) if prepared.audio is None else None
         early = False
         if how == "warp":
             warp = pipe._photo_warp(prepared.image)
@@ -247,7 +256,7 @@ def generate(pipe, prepared, workdir: str | Path, cancel: threading.Event | None
             check()
             if text is not None:
                 ptrack, psamples, psr = ahead.result()
-                ahead = voice.submit(speak_piece, k + 1) if k + 1 < len(pieces) else None
+                ahead = speak_ahead(k + 1) if k + 1 < len(pieces) else None
                 n = n_output_frames(ptrack.duration, fps)
             else:
                 f0, f1 = int(round(a * fps)), int(round(b * fps))

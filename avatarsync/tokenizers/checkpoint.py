@@ -1,4 +1,5 @@
-"""Tokenizer folders: ``config.yaml`` (TokenizerConfig) + ``model.safetensors``."""
+"""Tokenizer folders: ``config.yaml`` (TokenizerConfig) + ``model.safetensors``, written by ``save_tokenizer``
+and read by ``VisualTokenizer.from_pretrained``."""
 
 from __future__ import annotations
 
@@ -6,12 +7,10 @@ import hashlib
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import ConfigError, from_dict, read_yaml, save_config
 from ..errors import CheckpointError
-from ..train.checkpoint import state_dict_for_saving
 from .config import TokenizerConfig
 from .tokenizer import VisualTokenizer
 
@@ -30,6 +29,10 @@ def unwrap_tokenizer(model: nn.Module) -> VisualTokenizer:
 
 def save_tokenizer(model: nn.Module, cfg: TokenizerConfig | None, path: str | Path) -> Path:
     """Write ``path/config.yaml`` and ``path/model.safetensors``; returns the folder."""
+    from safetensors.torch import save_file
+
+    from ..train.checkpoint import state_dict_for_saving
+
     tok = unwrap_tokenizer(model)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -53,23 +56,6 @@ def read_tokenizer_config(folder: str | Path) -> TokenizerConfig:
         return from_dict(TokenizerConfig, data)
     except (ConfigError, TypeError) as e:
         raise CheckpointError(f"{folder}/{CONFIG_NAME} is not a tokenizer config: {e}") from None
-
-
-def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VisualTokenizer:
-    """A ``VisualTokenizer`` in eval mode from a folder written by ``save_tokenizer`` (or the training loop)."""
-    folder = Path(path)
-    if folder.is_file():
-        folder = folder.parent
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (folder / name).is_file():
-            raise CheckpointError(f"{folder} has no {name}", "pass a tokenizer folder written by save_tokenizer or training")
-    model = VisualTokenizer(read_tokenizer_config(folder))
-    sd = _clean_keys(load_file(str(folder / WEIGHTS_NAME)))
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"weights in {folder} do not match its config: {str(e).splitlines()[0]}") from None
-    return model.to(device).eval()
 
 
 ENCODING_FIELDS = ("size", "channels", "channel_mult", "num_res_blocks", "downsample", "norm_groups",

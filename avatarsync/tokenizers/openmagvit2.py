@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..weights import read_state_dict
 from .config import TokenizerConfig
 from .tokenizer import VisualTokenizer
 
@@ -38,13 +39,8 @@ class LoadReport:
 def read_lightning_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``state_dict`` of a Lightning checkpoint (or a bare state dict file)."""
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"Open-MAGVIT2 checkpoint {p} not found", "pass a local path to the .ckpt file")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception:  # Lightning checkpoints may pickle callbacks/hparams; the file is a trusted local one
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    # Lightning checkpoints may pickle callbacks/hparams; the file is a trusted local one
+    sd = read_state_dict(p, "Open-MAGVIT2 checkpoint", "pass a local path to the .ckpt file", allow_pickle=True)
     if not isinstance(sd, dict) or not any(k.startswith("encoder.") for k in sd):
         raise CheckpointError(f"{p} holds no Open-MAGVIT2 tokenizer weights (no encoder.* tensors)")
     return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}

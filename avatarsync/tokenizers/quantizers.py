@@ -1,6 +1,8 @@
 """Quantizers behind one interface: lookup-free (LFQ) and vector quantization (VQ).
 
-Both wrap vector-quantize-pytorch. Token ids are plain integers in
+Both train through vector-quantize-pytorch, imported on the first training step
+(its import costs about 2 s, which encoding and decoding never pay: they follow
+LFQ's sign rule here, and VQ builds its codebook when constructed). Token ids are plain integers in
 ``[0, codebook_size)``. With LFQ, latent channel ``k`` of ``bits`` is bit
 ``bits - 1 - k`` of the id (most significant first), codes are +-1, and token
 factorization splits an id into ``factors`` sub-ids of ``bits / factors``
@@ -17,7 +19,6 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from vector_quantize_pytorch import LFQ, VectorQuantize
 
 from ..errors import InputError
 
@@ -49,8 +50,23 @@ class LFQuantizer(nn.Module):
             raise InputError(f"factors={factors} must divide bits={bits}")
         self.bits, self.factors, self.sub_bits = bits, factors, bits // factors
         self.inv_temperature = inv_temperature
-        self.lfq = LFQ(dim=bits, codebook_size=2 ** self.sub_bits, num_codebooks=factors, entropy_loss_weight=1.0,
-                       commitment_loss_weight=1.0, diversity_gamma=diversity_gamma, channel_first=True)
+        self.diversity_gamma = diversity_gamma
+        self.register_buffer("bit_weights", 2 ** torch.arange(bits - 1, -1, -1), persistent=False)
+        self._lfq: list[nn.Module] = []  # the library's LFQ, outside the module tree: it holds no weights
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.pop(prefix + "lfq.mask", None)  # the library LFQ's constant buffer, saved by earlier versions
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def training_lfq(self, device: torch.device) -> nn.Module:
+        """vector-quantize-pytorch's LFQ (entropy and commitment losses), built on first use."""
+        if not self._lfq:
+            from vector_quantize_pytorch import LFQ
+
+            self._lfq.append(LFQ(dim=self.bits, codebook_size=2 ** self.sub_bits, num_codebooks=self.factors,
+                                 entropy_loss_weight=1.0, commitment_loss_weight=1.0,
+                                 diversity_gamma=self.diversity_gamma, channel_first=True))
+        return self._lfq[0].to(device)
 
     @property
     def dim(self) -> int:
@@ -82,7 +98,7 @@ class LFQuantizer(nn.Module):
     def codebook(self, sub: bool = False) -> torch.Tensor:
         """All codes as rows: ``[V, bits]`` (or ``[V_f, bits / F]`` for one sub-codebook)."""
         nbits = self.sub_bits if sub else self.bits
-        return self._bits_of(torch.arange(2 ** nbits, device=self.lfq.mask.device), nbits)
+        return self._bits_of(torch.arange(2 ** nbits, device=self.bit_weights.device), nbits)
 
     def full_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Accept ``[B, h, w]`` full ids or ``[B, h, w, F]`` sub-ids."""
@@ -113,8 +129,9 @@ class LFQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         if self.training:
-            (codes, sub, _), br = self.lfq(z, inv_temperature=self.inv_temperature, return_loss_breakdown=True)
-            losses = {"entropy": br.per_sample_entropy - self.lfq.diversity_gamma * br.batch_entropy,
+            lfq = self.training_lfq(z.device)
+            (codes, sub, _), br = lfq(z, inv_temperature=self.inv_temperature, return_loss_breakdown=True)
+            losses = {"entropy": br.per_sample_entropy - self.diversity_gamma * br.batch_entropy,
                       "commitment": br.commitment, "per_sample_entropy": br.per_sample_entropy.detach(),
                       "batch_entropy": br.batch_entropy.detach()}
             idx = self.merge(sub) if self.factors > 1 else sub.long()
@@ -124,8 +141,7 @@ class LFQuantizer(nn.Module):
 
     def indices_from_latent(self, z: torch.Tensor) -> torch.Tensor:
         """Full ids from the sign of each latent channel (exactly LFQ's rule)."""
-        weights = 2 ** torch.arange(self.bits - 1, -1, -1, device=z.device)
-        return ((z > 0).long() * weights[None, :, None, None]).sum(1)
+        return ((z > 0).long() * self.bit_weights.to(z.device)[None, :, None, None]).sum(1)
 
 
 class VQuantizer(nn.Module):
@@ -135,6 +151,8 @@ class VQuantizer(nn.Module):
 
     def __init__(self, dim: int, bits: int, decay: float = 0.99) -> None:
         super().__init__()
+        from vector_quantize_pytorch import VectorQuantize
+
         self.bits, self.factors, self.sub_bits = bits, 1, bits
         self.vq = VectorQuantize(dim=dim, codebook_size=2 ** bits, decay=decay, commitment_weight=1.0,
                                  accept_image_fmap=True, threshold_ema_dead_code=2)

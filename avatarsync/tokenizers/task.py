@@ -24,12 +24,12 @@ from torch import nn
 
 from ..config import save_config
 from ..errors import CheckpointError, InputError
-from ..train.config import TrainConfig
+from ..perceptual import build_perceptual
 from .checkpoint import save_tokenizer, unwrap_tokenizer
 from .config import TokenizerConfig
 from .data import (FrameDataset, PreparedFrames, TokenizerDataConfig, collate_frames, load_corpus_frames,
                    synthetic_frames)
-from .losses import PatchDiscriminator, box_mask, build_perceptual, discriminator_hinge, generator_hinge, psnr
+from .losses import PatchDiscriminator, box_mask, discriminator_hinge, generator_hinge, psnr
 from .tokenizer import VisualTokenizer
 
 
@@ -76,9 +76,7 @@ def codebook_stats(indices: torch.Tensor, size: int) -> dict[str, float]:
 def init_from_tokenizer(tokenizer: VisualTokenizer, folder: str | Path) -> list[str]:
     """Load the weights of a trained tokenizer folder whose names and shapes match; returns the names
     of ``tokenizer``'s weights left at their initialisation. Raises when the encoders differ."""
-    from .checkpoint import load_tokenizer
-
-    source = load_tokenizer(folder).state_dict()
+    source = VisualTokenizer.from_pretrained(folder).state_dict()
     own = tokenizer.state_dict()
     enc = [k for k in own if k.startswith(("encoder.", "quantizer."))]
     bad = [k for k in enc if k not in source or source[k].shape != own[k].shape]
@@ -126,14 +124,6 @@ class TokenizerTask:
         self.cfg.model = self.cfg.model.resolved()
         self._frames: dict[str, PreparedFrames] = {}
         self._perceptual: nn.Module | None = None
-
-    @classmethod
-    def from_recipe(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple["TokenizerTask", TrainConfig]:
-        """The task and the loop settings of a recipe file."""
-        from ..train.registry import load_recipe  # noqa: PLC0415
-
-        task_cfg, train_cfg = load_recipe(cls.name, path, overrides)
-        return cls(task_cfg), train_cfg
 
     # -- TrainTask ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -256,6 +246,6 @@ class TokenizerTask:
         return res
 
     def export(self, model: nn.Module, folder: str | Path) -> None:
-        """The loop's final folder: a loadable tokenizer (``load_tokenizer``) plus the whole recipe."""
+        """The loop's final folder: a loadable tokenizer (``VisualTokenizer.from_pretrained``) plus the whole recipe."""
         save_tokenizer(model, self.cfg.model, folder)
         save_config(self.cfg, Path(folder) / "recipe.yaml")

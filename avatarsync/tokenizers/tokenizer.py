@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence, Union
 
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from .config import TokenizerConfig
 from .model import Decoder, Encoder, ReferenceEncoder
 from .quantizers import LFQuantizer, VQuantizer, soft_or_straight
@@ -65,6 +66,27 @@ class VisualTokenizer(nn.Module):
     @property
     def downsample(self) -> int:
         return self.config.downsample
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "VisualTokenizer":
+        """A tokenizer in eval mode from a folder written by ``save_tokenizer`` (or the training loop):
+        ``config.yaml`` + ``model.safetensors``."""
+        from ..weights import read_state_dict
+        from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, _clean_keys, read_tokenizer_config
+
+        folder = Path(folder)
+        if folder.is_file():
+            folder = folder.parent
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (folder / name).is_file():
+                raise CheckpointError(f"{folder} has no {name}", "pass a tokenizer folder written by save_tokenizer or training")
+        model = cls(read_tokenizer_config(folder))
+        sd = _clean_keys(read_state_dict(folder / WEIGHTS_NAME))
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"weights in {folder} do not match its config: {str(e).splitlines()[0]}") from None
+        return model.to(device).eval()
 
     def grid_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
         """Token grid (h, w) for an image side (or (H, W)); sides must be multiples of ``downsample``."""

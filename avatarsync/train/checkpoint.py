@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 
@@ -37,7 +37,9 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
 
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True):
     """Load a safetensors file into ``model``; returns the missing and unexpected keys."""
-    return model.load_state_dict(load_file(str(path)), strict=strict)
+    from ..weights import load_weights as load_weight_file
+
+    return load_weight_file(model, path, strict=strict)
 
 
 def checkpoint_dirs(out_dir: str | Path) -> list[Path]:
@@ -49,13 +51,19 @@ def checkpoint_dirs(out_dir: str | Path) -> list[Path]:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's random streams (and its current GPU's, when CUDA is in use)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def prune(out_dir: str | Path, keep: int) -> None:

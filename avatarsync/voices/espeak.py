@@ -16,7 +16,7 @@ from ..phonemes.espeak import DEFAULT_VOICES, VOICE_ALIASES
 
 # which espeak language codes speak the units of each supported language: English phones; Mandarin
 # tone-digit pinyin (the text is turned into pinyin first, so only the pinyin voice reads it right)
-_LANG_PREFIXES = {"en": ("en",), "zh": ("cmn-latn-pinyin",)}
+_LANG_PREFIXES = {"en": ("en",), "zh": ("cmn-latn-pinyin",), "fr": ("fr",)}
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def variants() -> tuple[str, ...]:
 
 
 def voice_lang(v: EspeakVoice) -> str | None:
-    """The supported language ("en", "zh") a voice speaks, None for any other."""
+    """The supported language ("en", "zh", "fr") a voice speaks, None for any other."""
     for lang, prefixes in _LANG_PREFIXES.items():
         if any(code.startswith(p) for code in v.languages for p in prefixes):
             return lang

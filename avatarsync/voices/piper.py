@@ -21,8 +21,10 @@ frames, each blank between two ids being split half and half. Voices whose graph
 has no such tensor are refused (the timings would have to be guessed).
 
 Determinism: VITS samples noise (``RandomNormalLike``); onnxruntime seeds those
-kernels when a session is created, so every synthesis makes a fresh session after
-``onnxruntime.set_seed`` (about 0.4 s): the same text gives the same audio.
+kernels when a session is created, so every synthesis runs a fresh session made
+after ``onnxruntime.set_seed``: the same text gives the same audio. Making one
+costs about 0.4 s; ``prepare`` makes the next one ahead of time (the server does
+after each phrase, the CLI while it loads the models), and a synthesis takes it.
 
 Installed voices: the PyPI packages in ``PACKAGES`` (files checked against the
 SHA-256 sums recorded here, as :mod:`..phonemes.align.asr_model` does for
@@ -279,6 +281,7 @@ def with_duration_output(model_bytes: bytes, tensor: str = DURATION_TENSOR) -> b
 
 
 _MODELS: dict[str, bytes] = {}
+_READY: dict[tuple[str, int], object] = {}  # (model, seed) -> a fresh session made ahead, used once
 _LOCK = threading.Lock()
 
 
@@ -328,6 +331,7 @@ class PiperModel:
                     raise BackendUnavailable(f"cannot read the Piper model {voice.model}: {e}",
                                              f"reinstall the voice ({voice.origin})") from e
         self._bytes = _MODELS[key]
+        self._key = key
 
     def ids(self, tokens: list[Token]) -> tuple[list[int], list[int]]:
         """Input ids and, per id, the index of its token (-1: BOS/EOS, -2: a pad or a word space)."""
@@ -348,9 +352,21 @@ class PiperModel:
         return ids, owner
 
     def session(self, seed: int):
+        """A session that has not run yet, seeded with ``seed``: the one ``prepare`` made, or a new one."""
+        with _LOCK:
+            ready = _READY.pop((self._key, int(seed)), None)
+            return ready if ready is not None else self._new_session(seed)
+
+    def prepare(self, seed: int) -> None:
+        """Make the next ``session(seed)`` ahead of time (nothing if one is waiting)."""
+        with _LOCK:
+            if (self._key, int(seed)) not in _READY:
+                _READY[(self._key, int(seed))] = self._new_session(seed)
+
+    def _new_session(self, seed: int):
         import onnxruntime as ort
 
-        ort.set_seed(int(seed))
+        ort.set_seed(int(seed))  # process-wide: callers hold _LOCK from here until the session exists
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:

@@ -65,7 +65,7 @@ class AutoAligner(Aligner):
     checked; ``recognition`` is what the whisper backend heard in this call (or None)."""
 
     name = "auto"
-    languages = ("en", "zh", "any")
+    languages = ("en", "zh", "fr", "any")  # fr: the espeak backend alone (a transcript is needed)
     needs_transcript = False
 
     def __init__(self, **opts) -> None:

@@ -27,7 +27,7 @@ class EspeakAligner(Aligner):
     """Synthesize the transcript and stretch its timings onto the audio's speech region."""
 
     name = "espeak"
-    languages = ("en", "zh")
+    languages = ("en", "zh", "fr")
     needs_transcript = True
 
     def __init__(self, voice: str | None = None, rate: int = 160, pitch: int = 50) -> None:

@@ -1,0 +1,75 @@
+"""Wall time of one `avatarsync speak` from a cold process, and where it goes.
+
+    python bench/cli_startup.py [--runs 3] [--text "..."] [--image PHOTO]
+
+Runs the real CLI `--runs` times (the median is reported), then one instrumented process that
+times each phase: Python start-up and the CLI's imports, torch, loading the bundle
+(`Pipeline.from_pretrained`), the Piper voice's session (made while the models load), and
+`speak` itself per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = r"""
+import json, sys, time, threading
+t0 = time.perf_counter()
+import torch
+t_torch = time.perf_counter()
+from avatarsync.pipeline import Pipeline
+from avatarsync.voices import prepare
+t_import = time.perf_counter()
+voice = threading.Thread(target=lambda: (prepare("en"), times.__setitem__("voice_ready", time.perf_counter() - t0)))
+times = {}
+voice.start()
+pipe = Pipeline.from_pretrained(device="cpu")
+t_load = time.perf_counter()
+res = pipe.speak(text=sys.argv[1], image=sys.argv[2] or None, out=sys.argv[3])
+t_speak = time.perf_counter()
+print(json.dumps({"import torch": t_torch - t0, "import avatarsync": t_import - t_torch,
+                  "from_pretrained": t_load - t_import, **{f"speak: {k}": v for k, v in res.timings.items()},
+                  "voice session ready at": times.get("voice_ready", float("nan")),
+                  "video seconds": res.duration}))
+"""
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=3, help="cold CLI runs (median reported)")
+    p.add_argument("--text", default="Place blue at F two now, please, and then stop.", help="sentence to speak")
+    p.add_argument("--image", default="", help="portrait (default: the bundle's avatar)")
+    args = p.parse_args()
+    exe = Path(sys.executable).with_name("avatarsync")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "out.mp4")
+        walls = []
+        for _ in range(args.runs):
+            cmd = [str(exe), "speak", "--text", args.text, "-o", out, "--quiet"] + (["--image", args.image] if args.image else [])
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+            walls.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        probe = subprocess.run([sys.executable, "-c", PROBE, args.text, args.image, out], check=True,
+                               capture_output=True, text=True, cwd=ROOT)
+        probe_wall = time.perf_counter() - t
+    phases = json.loads(probe.stdout.strip().splitlines()[-1])
+    video = phases.pop("video seconds")
+    print(f"`avatarsync speak` of a {video:.2f} s sentence: median wall {statistics.median(walls):.2f} s "
+          f"over {args.runs} runs ({', '.join(f'{w:.2f}' for w in walls)})")
+    print(f"{'phase (one instrumented process)':<36}{'seconds':>9}")
+    for k, v in phases.items():
+        print(f"{k:<36}{v:>9.3f}")
+    print(f"{'process wall':<36}{probe_wall:>9.3f}")
+
+
+if __name__ == "__main__":
+    main()
