@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .errors import AvatarSyncError, InputError
+from .options import KEYFRAME_DECODES, PASTE_REGIONS, RENDERS
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -121,9 +122,9 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the models run")
     p.add_argument("--no-csim", action="store_true", help="skip identity similarity even when dlib is installed")
     p.add_argument("--videos", help="folder to write each generated clip into (MP4)")
-    p.add_argument("--paste-region", choices=["face", "mouth"], default=None,
+    p.add_argument("--paste-region", choices=PASTE_REGIONS, default=None,
                    help="speak's paste region (default: the bundle's pipeline.yaml paste_region)")
-    p.add_argument("--render", choices=["auto", "tokens", "warp"], default=None,
+    p.add_argument("--render", choices=RENDERS, default=None,
                    help="speak's renderer (default: the bundle's pipeline.yaml render)")
     p.add_argument("--source", choices=["first-frame", "video"], default="first-frame",
                    help="what speak animates: first-frame (the clip's first frame as the portrait: "
@@ -305,7 +306,7 @@ def _add_bundle(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interp", required=True, help="trained interpolator folder (a run's final/)")
     p.add_argument("--mouth", help="trained mouth-motion folder (`avatarsync train mouth`'s final/): lets `speak` "
                                    "warp a photo's own mouth (--render warp)")
-    p.add_argument("--render", choices=["auto", "tokens", "warp"],
+    p.add_argument("--render", choices=RENDERS,
                    help="default renderer of `speak` with this bundle (auto: warp for photos when --mouth is given; "
                         "unset: the shipped bundle's)")
     p.add_argument("--out", required=True, help="bundle folder to write (use with speak --checkpoint)")
@@ -316,11 +317,11 @@ def _add_bundle(p: argparse.ArgumentParser) -> None:
                    help="default classifier-free guidance scale of `speak` with this bundle (unset: the shipped "
                         "bundle's; 1 = off; >1 needs a "
                         "keyframe model trained with loss.unit_dropout)")
-    p.add_argument("--keyframe-decode", choices=["argmax", "expected"],
+    p.add_argument("--keyframe-decode", choices=KEYFRAME_DECODES,
                    help="default keyframe decode of `speak` with this bundle (unset: the shipped bundle's): "
                         "argmax (the decoded codes) or "
                         "expected (each cell's expected code under the decoding logits)")
-    p.add_argument("--paste-region", choices=["face", "mouth"],
+    p.add_argument("--paste-region", choices=PASTE_REGIONS,
                    help="default paste region of `speak` with this bundle (unset: the shipped bundle's): face "
                         "(the whole crop) or mouth "
                         "(only what speech moves)")

@@ -14,6 +14,16 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 
+Render = Literal["auto", "tokens", "warp"]
+PasteRegion = Literal["face", "mouth"]
+KeyframeDecode = Literal["argmax", "expected"]
+# how frames are made: "tokens" (the keyframe chain: tokenizer, keyframe model, interpolator, decode,
+# paste back), "warp" (mouth/: the mouth-motion model moves the photo's own lips and jaw at its own
+# resolution) or "auto" (warp for a photo when the bundle has a mouth/ model, tokens for the avatar)
+RENDERS: tuple[str, ...] = get_args(Render)
+PASTE_REGIONS: tuple[str, ...] = get_args(PasteRegion)
+KEYFRAME_DECODES: tuple[str, ...] = get_args(KeyframeDecode)
+
 
 def _opt(default: Any, help: str, *, flags: tuple[str, ...] = (), group: str = "", server: bool = True,
          cli: bool = True) -> Any:
@@ -57,14 +67,14 @@ class SpeakOptions:
     top_k: int = _opt(0, "keyframe sampling top-k (0 = off)")
     guidance: float | None = _opt(None, "classifier-free guidance scale on the phonemes (1 = off; default: the "
                                         "bundle's pipeline.yaml guidance)")
-    keyframe_decode: Literal["argmax", "expected"] | None = _opt(
+    keyframe_decode: KeyframeDecode | None = _opt(
         None, "how keyframes become pixels: argmax (the decoded codes) or expected (each cell's expected code under "
               "the decoding logits; default: the bundle's pipeline.yaml keyframe_decode)")
-    paste_region: Literal["face", "mouth"] | None = _opt(
+    paste_region: PasteRegion | None = _opt(
         None, "what of the portrait is regenerated: face (the whole face crop) or mouth (mouth, lips, chin and lower "
               "cheeks; everything else stays the photo's own pixels; default: the bundle's pipeline.yaml "
               "paste_region)")
-    render: Literal["auto", "tokens", "warp"] | None = _opt(
+    render: Render | None = _opt(
         None, "how frames are made: warp (the photo's own lips and jaw moved by the mouth-motion model, at the "
               "photo's resolution), tokens (the keyframe chain: tokenizer, keyframe model, interpolator) or auto "
               "(warp for a photo, tokens for the bundled avatar; default: the bundle's pipeline.yaml render)")
@@ -73,7 +83,7 @@ class SpeakOptions:
 
 def option_fields(where: Literal["cli", "server"]) -> list[tuple[str, Any, Any, dict]]:
     """(name, type, default, metadata) of the fields that ``where`` exposes."""
-    hints = get_type_hints(SpeakOptions, globalns={"np": np, "Path": Path, "Literal": Literal})
+    hints = get_type_hints(SpeakOptions)
     return [(f.name, hints[f.name], f.default if f.default is not MISSING else None, dict(f.metadata))
             for f in fields(SpeakOptions) if f.metadata.get(where)]
 

@@ -30,16 +30,11 @@ import torch
 
 from .config import read_yaml
 from .errors import CheckpointError, FaceError, InputError
-from .options import SpeakOptions
+from .options import PASTE_REGIONS, RENDERS, SpeakOptions
 from .bundle import DEFAULT_BUNDLE, BundleInfo, make_bundle, read_info
 
 STAGES = ("phonemes", "crop", "keyframes", "interpolation", "decode", "mux")
 WARP_STAGES = ("phonemes", "crop", "motion", "render", "mux")
-PASTE_REGIONS = ("face", "mouth")
-# how frames are made: "tokens" (the keyframe chain: tokenizer, keyframe model, interpolator, decode,
-# paste back), "warp" (mouth/: the mouth-motion model moves the photo's own lips and jaw at its own
-# resolution) or "auto" (warp for a photo when the bundle has a mouth/ model, tokens for the avatar)
-RENDERS = ("auto", "tokens", "warp")
 
 
 @dataclass
@@ -310,8 +305,7 @@ class Pipeline:
             raise InputError("--crop-only writes the keyframe chain's face crop; the warp renderer has none",
                              "add --render tokens, or drop --crop-only")
         if how == "warp":
-            return self._speak_warp(text, audio, transcript, image, out, lang, voice, rate, pitch, aligner,
-                                    progress, video)
+            return self._speak_warp(o, video)
         timings: dict[str, float] = {}
         bar = tqdm(total=len(STAGES), desc="speak", unit="stage", disable=not progress)
 
@@ -412,10 +406,11 @@ class Pipeline:
                                   "use a bundle made with `avatarsync bundle --mouth DIR`")
         return self.mouth.predict(track, n_frames, self.info.fps)
 
-    def _speak_warp(self, text, audio, transcript, image, out, lang, voice, rate, pitch, aligner,
-                    progress: bool, video=None) -> SpeakResult:
+    def _speak_warp(self, o: SpeakOptions, video: str | Path | None) -> SpeakResult:
         """``speak`` with ``render="warp"``: phonemes -> mouth shapes -> the photo's own mouth, moved
-        (or, with ``video``, each frame's mouth of that video: ``mouth/dub.py``)."""
+        (or, with ``video``, which is ``o.video`` or the bundle's backdrop, each frame's mouth of that
+        video: ``mouth/dub.py``)."""
+        progress = o.progress
         from tqdm.auto import tqdm
 
         from .interpolation.schedule import n_output_frames
@@ -423,15 +418,15 @@ class Pipeline:
         timings: dict[str, float] = {}
         bar = tqdm(total=len(WARP_STAGES), desc="speak", unit="stage", disable=not progress)
         with _timed(timings, "phonemes"):
-            track, samples, sr = self.phonemes(text, audio, transcript, lang, voice, rate, pitch, aligner,
-                                                progress=progress)
+            track, samples, sr = self.phonemes(o.text, o.audio, o.transcript, o.lang, o.voice, o.rate, o.pitch,
+                                                o.aligner, progress=progress)
             n_frames = n_output_frames(track.duration, self.info.fps)
         bar.update(1)
         with _timed(timings, "crop"):
             if video is not None:
                 source = self._video_faces(video, n_frames)
             else:
-                source = self._photo_warp(image)
+                source = self._photo_warp(o.image)
         bar.update(1)
         with _timed(timings, "motion"):
             shapes = self.mouth_shapes(track, n_frames)
@@ -446,10 +441,10 @@ class Pipeline:
         bar.update(1)
         path = None
         with _timed(timings, "mux"):
-            if out is not None:
+            if o.out is not None:
                 from .io import write_mp4
 
-                path = write_mp4(out, frames, self.info.fps, samples, sr)
+                path = write_mp4(o.out, frames, self.info.fps, samples, sr)
         bar.update(1)
         bar.close()
         return SpeakResult(path, frames, samples, sr, self.info.fps, track, timings)

@@ -21,11 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..options import KEYFRAME_DECODES
 from .layout import window_cells
 from .model import code_log_probs, digit_logits
 from .vocab import split_codes
-
-KEYFRAME_DECODES = ("argmax", "expected")
 
 
 def check_keyframe_decode(how: str, setting: str = "keyframe_decode") -> str:
