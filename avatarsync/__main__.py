@@ -1,7 +1,5 @@
 """``python -m avatarsync`` = the ``avatarsync`` command."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

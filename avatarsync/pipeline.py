@@ -133,10 +133,11 @@ class Pipeline:
     # -- stages -----------------------------------------------------------------------------
     def phonemes(self, text: str | None, audio: str | Path | None, transcript: str | None, lang: str,
                  voice: str | None = None, rate: int = 160, pitch: int = 50, aligner: str = "auto",
-                 progress: bool = False):
+                 progress: bool = False, speech=None):
         """(PhonemeTrack, audio samples, sample rate) padded to a whole number of frames.
 
         ``voice``: a voice of :mod:`avatarsync.voices` for ``text`` (None: the language's default).
+        ``speech``: a :class:`~avatarsync.voices.ahead.SpeechAhead` of this text, used when it spoke it.
         ``lang="any"`` (audio only): phone recognition for speech in any language. Audio over 30 s
         without a transcript is aligned piece by piece, split at pauses (``progress``: a bar)."""
         from .interpolation.schedule import pad_to_frames
@@ -149,7 +150,9 @@ class Pipeline:
         if text is not None:
             from .phonemes import text_to_track
 
-            syn = text_to_track(text, lang=lang, voice=voice, rate=rate, pitch=pitch)
+            syn = speech.take(text, lang, voice, rate, pitch) if speech is not None else None
+            if syn is None:
+                syn = text_to_track(text, lang=lang, voice=voice, rate=rate, pitch=pitch)
             samples, sr, track = syn.audio, syn.sample_rate, syn.track
         else:
             from .phonemes.align import get_aligner
@@ -262,14 +265,15 @@ class Pipeline:
         return np.concatenate(out)
 
     # -- the job ----------------------------------------------------------------------------
-    def speak(self, options: SpeakOptions | None = None, /, **changes) -> SpeakResult:
+    def speak(self, options: SpeakOptions | None = None, /, *, speech=None, **changes) -> SpeakResult:
         """Make the talking-head video: ``speak(SpeakOptions(text=...))`` or ``speak(text=..., image=...)``
         (the fields of :class:`~avatarsync.options.SpeakOptions`, the same as ``avatarsync speak``'s options;
         keywords given with an options object override its fields). ``out=None`` returns frames without
         writing a file. ``guidance``, ``keyframe_decode``, ``paste_region``, ``render``: None = the bundle's
         default. ``video``: dub a real video instead of animating a portrait (its head motion, blinks and
         background kept, its frames looped forward and back to the speech's length, only the mouth moved:
-        ``mouth/dub.py``)."""
+        ``mouth/dub.py``). ``speech``: the text's voice made ahead (:class:`~avatarsync.voices.ahead.SpeechAhead`,
+        as the CLI does while torch loads), used when it matches ``text`` and the voice options."""
         from dataclasses import replace
 
         from tqdm.auto import tqdm
@@ -305,7 +309,7 @@ class Pipeline:
             raise InputError("--crop-only writes the keyframe chain's face crop; the warp renderer has none",
                              "add --render tokens, or drop --crop-only")
         if how == "warp":
-            return self._speak_warp(o, video)
+            return self._speak_warp(o, video, speech)
         timings: dict[str, float] = {}
         bar = tqdm(total=len(STAGES), desc="speak", unit="stage", disable=not progress)
 
@@ -316,7 +320,7 @@ class Pipeline:
         torch.manual_seed(seed)
         with _timed(timings, "phonemes"):
             track, samples, sr = self.phonemes(text, audio, transcript, lang, voice, rate, pitch, aligner,
-                                                progress=progress)
+                                                progress=progress, speech=speech)
             keyed = _positive_units(track)  # one keyframe per unit that lasts
         step("phonemes")
         with _timed(timings, "crop"):
@@ -406,7 +410,7 @@ class Pipeline:
                                   "use a bundle made with `avatarsync bundle --mouth DIR`")
         return self.mouth.predict(track, n_frames, self.info.fps)
 
-    def _speak_warp(self, o: SpeakOptions, video: str | Path | None) -> SpeakResult:
+    def _speak_warp(self, o: SpeakOptions, video: str | Path | None, speech=None) -> SpeakResult:
         """``speak`` with ``render="warp"``: phonemes -> mouth shapes -> the photo's own mouth, moved
         (or, with ``video``, which is ``o.video`` or the bundle's backdrop, each frame's mouth of that
         video: ``mouth/dub.py``)."""
@@ -419,7 +423,7 @@ class Pipeline:
         bar = tqdm(total=len(WARP_STAGES), desc="speak", unit="stage", disable=not progress)
         with _timed(timings, "phonemes"):
             track, samples, sr = self.phonemes(o.text, o.audio, o.transcript, o.lang, o.voice, o.rate, o.pitch,
-                                                o.aligner, progress=progress)
+                                                o.aligner, progress=progress, speech=speech)
             n_frames = n_output_frames(track.duration, self.info.fps)
         bar.update(1)
         with _timed(timings, "crop"):

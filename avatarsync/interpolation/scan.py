@@ -155,38 +155,43 @@ def ssd_scan_reference(x, dt, A, B, C, chunk_size=64, D=None, dt_bias=None, dt_s
 
 
 def ssd_scan_chunked(x, dt, A, B, C, chunk_size=64, D=None, dt_bias=None, dt_softplus=False, dt_limit=(0.0, INF)):
-    """SSD in chunks of ``chunk_size``: attention-like matmuls inside a chunk, a short recurrence across chunks."""
-    dt, Bh, Ch = _ssd_prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit)
+    """SSD in chunks of at most ``chunk_size``: attention-like matmuls inside a chunk, a short recurrence
+    across chunks. The chunks are made equal (L=144 with 64: three of 48, not 64, 64 and 16 + 48 of
+    padding) and the scores <C_t, B_s> are computed once per group of heads sharing B and C."""
+    dt = _ssd_prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit)[0]
     b, L, h, p = x.shape
-    T = max(1, min(chunk_size, L))
-    pad = (-L) % T
-    nc = (L + pad) // T
+    g, n = B.shape[2], B.shape[3]
+    nc = -(-L // max(1, min(chunk_size, L)))
+    T = -(-L // nc)
+    pad = nc * T - L
 
     def chunks(t: torch.Tensor) -> torch.Tensor:  # (b, L, ...) -> (b, nc, T, ...), zero-padded at the end
         t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad))
         return t.reshape(b, nc, T, *t.shape[2:])
 
-    xdt = chunks(x.float() * dt[..., None])  # (b, c, T, H, P)
-    Bc, Cc = chunks(Bh), chunks(Ch)  # (b, c, T, H, N)
-    cum = chunks(dt * A.float()).cumsum(2)  # (b, c, T, H): log decay from chunk start, <= 0
+    # head-major layouts: heads as (g, r), r heads per group of B and C
+    xdt = chunks(x.float() * dt[..., None]).reshape(b, nc, T, g, h // g, p).permute(0, 1, 3, 4, 2, 5)  # b c g r T P
+    Bc = chunks(B.float()).permute(0, 1, 3, 2, 4)  # (b, c, g, T, N)
+    Cc = chunks(C.float()).permute(0, 1, 3, 2, 4)
+    cum = chunks(dt * A.float()).cumsum(2).reshape(b, nc, T, g, h // g).permute(0, 1, 3, 4, 2)  # b c g r T, <= 0
     # within a chunk: y_t = sum_{s<=t} exp(cum_t - cum_s) <C_t, B_s> dt_s x_s
-    diff = cum[:, :, :, None, :] - cum[:, :, None, :, :]  # (b, c, t, s, H)
     causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-    decay = torch.exp(diff.masked_fill(~causal[:, :, None], -INF))
-    scores = torch.einsum("bcthn,bcshn->bctsh", Cc, Bc) * decay
-    y = torch.einsum("bctsh,bcshp->bcthp", scores, xdt)
+    decay = torch.exp((cum[..., :, None] - cum[..., None, :]).masked_fill_(~causal, -INF))  # b c g r t s
+    scores = (Cc @ Bc.transpose(-1, -2))[:, :, :, None]  # (b, c, g, 1, t, s)
+    y = (decay * scores) @ xdt  # (b, c, g, r, T, P)
     # across chunks: state carried into each chunk, then read out with the in-chunk decay
-    to_end = torch.exp(cum[:, :, -1:, :] - cum)  # (b, c, T, H)
-    chunk_state = torch.einsum("bcsh,bcshn,bcshp->bchpn", to_end, Bc, xdt)
-    chunk_decay = torch.exp(cum[:, :, -1, :])  # (b, c, H)
-    carry = xdt.new_zeros(b, h, p, Bc.shape[-1])
+    to_end = torch.exp(cum[..., -1:] - cum)  # (b, c, g, r, T)
+    chunk_state = (xdt * to_end[..., None]).transpose(-1, -2) @ Bc[:, :, :, None]  # (b, c, g, r, P, N)
+    chunk_decay = torch.exp(cum[..., -1])  # (b, c, g, r)
+    carry = xdt.new_zeros(b, g, h // g, p, n)
     carried = []
     for c in range(nc):
         carried.append(carry)
-        carry = chunk_decay[:, c, :, None, None] * carry + chunk_state[:, c]
-    carried = torch.stack(carried, 1)  # (b, c, H, P, N)
-    y = y + torch.exp(cum)[..., None] * torch.einsum("bcthn,bchpn->bcthp", Cc, carried)
-    return _ssd_skip(y.reshape(b, nc * T, h, p)[:, :L], x, D)
+        carry = chunk_decay[:, c, ..., None, None] * carry + chunk_state[:, c]
+    carried = torch.stack(carried, 1)  # (b, c, g, r, P, N)
+    y = y + torch.exp(cum)[..., None] * (Cc[:, :, :, None] @ carried.transpose(-1, -2))
+    y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, nc * T, h, p)[:, :L]
+    return _ssd_skip(y, x, D)
 
 
 def ssd_scan_transformers(x, dt, A, B, C, chunk_size=64, D=None, dt_bias=None, dt_softplus=False, dt_limit=(0.0, INF)):
