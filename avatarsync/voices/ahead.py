@@ -81,6 +81,9 @@ class SpeechAhead:
 
 
 def _run_child(write_end: int, key: tuple) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:  # keep off the core the parent imports torch on (its import runs on one core)
+        os.sched_setaffinity(0, cpus[-1:])
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
