@@ -55,8 +55,10 @@ def score(config: str, model_dir: str, corpus: str, split: str, overrides: list[
     import torch
     from torch.utils.data import DataLoader
 
-    from avatarsync.fkg.task import FKGTask, load_fkg
-    from avatarsync.train.loop import resolve_device, to_device
+    from avatarsync.device import resolve_device
+    from avatarsync.fkg.model import FKGModel
+    from avatarsync.fkg.task import FKGTask
+    from avatarsync.train.loop import to_device
     from avatarsync.train.registry import load_recipe
 
     cache = str(Path(corpus) / "fkg_token_cache")
@@ -72,7 +74,7 @@ def score(config: str, model_dir: str, corpus: str, split: str, overrides: list[
     by_clip: dict[int, list[int]] = {}
     for k, (clip_idx, _, _) in enumerate(ds.items):
         by_clip.setdefault(clip_idx, []).append(k)
-    model = load_fkg(model_dir, device).eval()
+    model = FKGModel.from_pretrained(model_dir, device)
     out = {}
     groups = list(by_clip.values())[:max_clips] if max_clips > 0 else list(by_clip.values())
     loader = DataLoader(ds, batch_sampler=groups, collate_fn=task.collate)
