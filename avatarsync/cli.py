@@ -275,7 +275,8 @@ def _run_speak(args: argparse.Namespace) -> int:
 
     # the voice speaks in a child process on the other core while this one imports torch and loads the
     # models (a fresh process only: see voices/ahead.py); without one, it speaks inside speak()
-    speech = SpeechAhead.start(args.text, args.lang, args.voice, args.rate, args.pitch) if args.text else None
+    speech = (SpeechAhead.start(args.text, args.lang, args.voice, args.rate, args.pitch)
+              if args.text and not args.audio else None)
     from .options import from_args
     from .pipeline import Pipeline
 
