@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .errors import AvatarSyncError, InputError
-from .options import KEYFRAME_DECODES, PASTE_REGIONS, RENDERS
+from .options import DUB_MOUTHS, KEYFRAME_DECODES, PASTE_REGIONS, RENDERS
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -130,6 +130,10 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
                    help="what speak animates: first-frame (the clip's first frame as the portrait: "
                         "self-reenactment) or video (the clip itself dubbed with its own speech: only the mouth "
                         "is regenerated, the head motion is the clip's)")
+    p.add_argument("--dub-mouth", choices=DUB_MOUTHS, default="own",
+                   help="with --source video, which mouth is moved: own (each frame's own real mouth, as speak "
+                        "--video dubs) or first-frame (the first frame's mouth carried into every frame: the clip's "
+                        "own mouth never reaches the output, a reconstruction test without leakage)")
     p.add_argument("--lpips-vgg", help="local torchvision VGG16 weights file: also report face-box LPIPS "
                                        "(lpips' own linear heads); without it LPIPS is not reported")
     p.add_argument("--json", help="write the full report (per clip and pooled) to this JSON file")
@@ -146,7 +150,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     cfg = EvaluateConfig(data=args.data, checkpoint=args.checkpoint, split=args.split, max_clips=args.max_clips,
                          use_transcript=not args.no_transcript, seed=args.seed, device=args.device,
                          csim=not args.no_csim, videos=args.videos, paste_region=args.paste_region,
-                         render=args.render, source=args.source, lpips_vgg=args.lpips_vgg)
+                         render=args.render, source=args.source, dub_mouth=args.dub_mouth,
+                         lpips_vgg=args.lpips_vgg)
     report = evaluate_corpus(cfg, progress=not args.quiet)
     print(format_table(report))
     print(f"speak: {report['seconds_of_compute_per_second_of_video']:.2f} s of compute per s of video")

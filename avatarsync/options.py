@@ -17,12 +17,14 @@ import numpy as np
 Render = Literal["auto", "tokens", "warp"]
 PasteRegion = Literal["face", "mouth"]
 KeyframeDecode = Literal["argmax", "expected"]
+DubMouth = Literal["own", "first-frame"]
 # how frames are made: "tokens" (the keyframe chain: tokenizer, keyframe model, interpolator, decode,
 # paste back), "warp" (mouth/: the mouth-motion model moves the photo's own lips and jaw at its own
 # resolution) or "auto" (warp for a photo when the bundle has a mouth/ model, tokens for the avatar)
 RENDERS: tuple[str, ...] = get_args(Render)
 PASTE_REGIONS: tuple[str, ...] = get_args(PasteRegion)
 KEYFRAME_DECODES: tuple[str, ...] = get_args(KeyframeDecode)
+DUB_MOUTHS: tuple[str, ...] = get_args(DubMouth)
 
 
 def _opt(default: Any, help: str, *, flags: tuple[str, ...] = (), group: str = "", server: bool = True,
@@ -48,6 +50,9 @@ class SpeakOptions:
     video: str | Path | None = _opt(None, "a video of one face to dub: its head motion, blinks and background are "
                                           "kept (looped forward and back to the speech's length) and only the mouth "
                                           "is moved to the new speech", group="face", server=False)
+    dub_mouth: DubMouth = _opt("own", "with --video, which mouth is moved to the new speech: own (each frame's own) "
+                                      "or first-frame (the first frame's, carried into every frame, so what the video "
+                                      "was saying does not show through)", server=False)
     out: str | Path | None = _opt("out.mp4", "output MP4 path (written only when complete)", flags=("-o", "--out"),
                                   server=False)
     lang: str = _opt("en", "language of the text or speech: en or zh (or another the bundle was trained for); "

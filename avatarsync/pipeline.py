@@ -439,7 +439,7 @@ class Pipeline:
             if video is not None:
                 from .mouth.dub import dub_frames
 
-                frames = dub_frames(*source, shapes, self.interior, progress=progress)
+                frames = dub_frames(*source, shapes, self.interior, progress=progress, mouth=o.dub_mouth)
             else:
                 frames = source.render_all(shapes)
         bar.update(1)

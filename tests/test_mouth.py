@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from avatarsync.errors import InputError
 from avatarsync.evaluate.metrics import lip_gap
 from avatarsync.mouth.motion import N_FEATURES, MotionConfig, MouthMotion, track_features
 from avatarsync.phonemes.track import PhonemeTrack, PhonemeUnit
@@ -183,3 +184,39 @@ def test_dubbing_a_real_video_keeps_everything_but_the_mouth(shipped, tmp_path):
     assert gap.max() - gap.min() > 0.05  # the mouth moves with the new speech
     with pytest.raises(Exception, match="not both"):
         shipped.speak(text="Hi.", video=video, image=src[0], out=None)
+
+
+def test_dubbing_with_the_first_frames_mouth_hides_the_clips_own():
+    """--dub-mouth first-frame: frame t's mouth region comes from frame 0 (a clip whose mouth was
+    painted out in frame t still shows frame 0's lips), the rest of the frame stays frame t's."""
+    import cv2
+
+    from avatarsync.faces.tracking import track_faces
+    from avatarsync.io import read_video_frames
+    from avatarsync.mouth.dub import carry_mouth, dub_frames
+    from avatarsync.mouth.geometry import UPPER_OUTER
+
+    src, _ = read_video_frames(GRID / "video" / "lgwm6n.mp4", 25)
+    src = src[:12].copy()
+    tracked = track_faces(src)
+    pts = tracked.points
+    t = 10
+    lips = cv2.convexHull(pts[t][list(UPPER_OUTER)].astype(np.int32))
+    painted = src.copy()
+    cv2.fillConvexPoly(painted[t], lips, (0, 255, 0))  # frame t's own lips: bright green
+    carried, carried_pts = carry_mouth(painted[0], pts[0], painted[t], pts[t])
+    inside = np.zeros(src.shape[1:3], np.uint8)
+    cv2.fillConvexPoly(inside, lips, 1)
+    green = lambda im: ((im[..., 1] > 200) & (im[..., 0] < 80)).astype(float)  # noqa: E731
+    assert green(painted[t])[inside > 0].mean() > 0.9 and green(carried)[inside > 0].mean() < 0.05
+    far = np.ones(src.shape[1:3], bool)
+    x0, y0 = pts[t][:, 0].min(), pts[t][:, 1].min()
+    far[int(y0):, :] = False  # above the face's top landmark nothing was carried in
+    assert np.array_equal(carried[far], painted[t][far]) and carried_pts.shape == pts[t].shape
+    shapes = np.zeros((len(src), 2))
+    own = dub_frames(painted, pts, tracked.detected, shapes, mouth="own")
+    first = dub_frames(painted, pts, tracked.detected, shapes, mouth="first-frame")
+    assert green(own[t])[inside > 0].mean() > 0.5  # moving its own mouth keeps what frame t showed
+    assert green(first[t])[inside > 0].mean() < 0.05
+    with pytest.raises(InputError, match="dub mouth"):
+        dub_frames(painted, pts, tracked.detected, shapes, mouth="mirror")

@@ -65,6 +65,9 @@ class EvaluateConfig:
     # "video" (the clip itself dubbed with its own speech: only the mouth is regenerated, the head motion,
     # blinks and background are the clip's; the lip-sync benchmarks' reconstruction protocol)
     source: str = "first-frame"
+    # with source "video": which mouth is moved, "own" (each frame's real mouth: leaks its shape) or
+    # "first-frame" (the first frame's mouth carried into every frame: mouth/dub.py)
+    dub_mouth: str = "own"
     lpips_vgg: str | None = None  # a local torchvision VGG16 state dict: face-box LPIPS (lpips' own heads)
 
 
@@ -194,7 +197,7 @@ def evaluate_clip(pipe, clip, cfg: EvaluateConfig, embedder=None, lpips=None) ->
     real_lm = real_landmarks(clip, real)
     if not np.isfinite(real_lm[0]).all():
         raise InputError(f"clip {clip.clip_id}: no face in its first frame", "it cannot be the portrait")
-    face = {"image": real[0]} if cfg.source == "first-frame" else {"video": clip.video_path}
+    face = {"image": real[0]} if cfg.source == "first-frame" else {"video": clip.video_path, "dub_mouth": cfg.dub_mouth}
     t0 = time.perf_counter()
     result = pipe.speak(audio=clip.audio_path, transcript=(clip.text or None) if cfg.use_transcript else None,
                         out=None, lang=clip.lang, seed=cfg.seed, paste_region=cfg.paste_region,
