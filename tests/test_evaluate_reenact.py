@@ -107,5 +107,9 @@ def test_evaluate_source_video_dubs_the_clip_itself(real_corpus):
     # the clip's own head and background: far closer to the real frames than the still first frame
     assert gen["face_psnr"] > still["face_psnr"] + 5 and gen["face_ssim"] > still["face_ssim"]
     assert gen["lip_gap_r"] > 0.3 and "stab_face_ssim" not in gen
+    # the first frame's mouth carried into every frame: no leak of the clip's own mouth, still its head
+    carried = evaluate_corpus(EvaluateConfig(data=str(real_corpus), source="video", dub_mouth="first-frame",
+                                             csim=False), progress=False)["pooled"]["generated"]
+    assert still["face_ssim"] < carried["face_ssim"] < gen["face_ssim"] and carried["lip_gap_r"] > 0.3
     with pytest.raises(InputError, match="source"):
         evaluate_corpus(EvaluateConfig(data=str(real_corpus), source="mirror", csim=False), progress=False)
