@@ -243,8 +243,9 @@ class Pipeline:
         (K, 3, H, W) in [-1, 1].
 
         Small batches: on a 2-core CPU, 4 frames at a time decode ~2x faster per frame than 32 or more
-        (the activations of a small batch stay in cache; 28 keyframes: 0.68 s by 4, 0.75 s by 8). Repeated grids (a unit said twice with the same
-        duration bin gets the same keyframe) are decoded once."""
+        (the activations of a small batch stay in cache; 28 keyframes: 0.68 s by 4, 0.75 s by 8).
+        Repeated grids (a unit said twice with the same duration bin gets the same keyframe) are
+        decoded once."""
         from .fkg.keyframe_codes import as_code_vectors
 
         unique, inverse = torch.unique(key_codes.flatten(1), dim=0, return_inverse=True)

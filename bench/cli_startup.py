@@ -49,7 +49,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3, help="cold CLI runs (median reported)")
     p.add_argument("--text", default="Hello there, and welcome to the show today.",
-                   help="sentence to speak (the default: bench/serve_load.py's, 3.1 s)")
+                   help="sentence to speak (the default: bench/serve_load.py's, 2.8 s with the Piper voice)")
     p.add_argument("--image", default="", help="portrait (default: the bundle's avatar)")
     args = p.parse_args()
     exe = Path(sys.executable).with_name("avatarsync")

@@ -117,6 +117,7 @@ def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
 
 
 def _ssd_prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit):
+    """Check the shapes; dt as the scan uses it (float, bias added, softplus, clamped to its limits)."""
     if x.dim() != 4 or dt.shape != x.shape[:3]:
         raise InputError(f"SSD scan: x must be (b, L, H, P) and dt (b, L, H); got {tuple(x.shape)} and {tuple(dt.shape)}")
     b, L, h, _ = x.shape
@@ -130,9 +131,12 @@ def _ssd_prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit):
         dt = dt + dt_bias.float()
     if dt_softplus:
         dt = F.softplus(dt)
-    dt = dt.clamp(min=dt_limit[0], max=dt_limit[1])
-    rep = h // B.shape[2]
-    return dt, B.float().repeat_interleave(rep, dim=2), C.float().repeat_interleave(rep, dim=2)
+    return dt.clamp(min=dt_limit[0], max=dt_limit[1])
+
+
+def _per_head(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """B or C (b, L, G, N) repeated to one group per head (b, L, H, N), float."""
+    return t.float().repeat_interleave(heads // t.shape[2], dim=2)
 
 
 def _ssd_skip(y, x, D):
@@ -143,7 +147,8 @@ def _ssd_skip(y, x, D):
 
 def ssd_scan_reference(x, dt, A, B, C, chunk_size=64, D=None, dt_bias=None, dt_softplus=False, dt_limit=(0.0, INF)):
     """SSD as a loop over time (``chunk_size`` is ignored)."""
-    dt, Bh, Ch = _ssd_prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit)
+    dt = _ssd_prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit)
+    Bh, Ch = _per_head(B, x.shape[2]), _per_head(C, x.shape[2])
     xf = x.float()
     state = xf.new_zeros(x.shape[0], x.shape[2], x.shape[3], Bh.shape[-1])  # (b, H, P, N)
     ys = []
@@ -158,7 +163,7 @@ def ssd_scan_chunked(x, dt, A, B, C, chunk_size=64, D=None, dt_bias=None, dt_sof
     """SSD in chunks of at most ``chunk_size``: attention-like matmuls inside a chunk, a short recurrence
     across chunks. The chunks are made equal (L=144 with 64: three of 48, not 64, 64 and 16 + 48 of
     padding) and the scores <C_t, B_s> are computed once per group of heads sharing B and C."""
-    dt = _ssd_prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit)[0]
+    dt = _ssd_prepare(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit)
     b, L, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     nc = -(-L // max(1, min(chunk_size, L)))

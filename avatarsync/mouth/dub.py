@@ -17,15 +17,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FaceError, InputError
-from ..evaluate.metrics import EYE_OUTER_LEFT, EYE_OUTER_RIGHT
+from ..evaluate.metrics import LIPS
 from ..options import DUB_MOUTHS
-from .geometry import CORNERS, LOWER_INNER, LOWER_OUTER, UPPER_INNER, UPPER_OUTER
+from .geometry import FaceFrame
 from .interior import Interior
 from .shape import mouth_shape
 from .warp import ANCHORS, JAW_POINTS, MouthWarp
 
-_LIPS = sorted(set(UPPER_INNER + LOWER_INNER + UPPER_OUTER + LOWER_OUTER + CORNERS))
-_CARRIED = sorted(set(_LIPS) | {i for i, _ in JAW_POINTS})  # what the carried-in mouth region covers
+_CARRIED = sorted(set(LIPS) | {i for i, _ in JAW_POINTS})  # what the carried-in mouth region covers
 
 
 def pingpong(n_source: int, n_out: int) -> np.ndarray:
@@ -52,7 +51,7 @@ def carry_mouth(src: np.ndarray, src_points: np.ndarray, dst: np.ndarray, dst_po
     h, w = dst.shape[:2]
     moved_src = cv2.warpAffine(src, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     moved_points = src_points @ m[:, :2].T + m[:, 2]
-    eye = float(np.linalg.norm(dst_points[EYE_OUTER_RIGHT] - dst_points[EYE_OUTER_LEFT]))
+    eye = FaceFrame.of(dst_points).eye_distance
     hull = cv2.convexHull(np.concatenate([moved_points[_CARRIED], dst_points[_CARRIED]]).astype(np.float32))
     mask = np.zeros((h, w), np.float32)
     cv2.fillConvexPoly(mask, hull.astype(np.int32), 1.0)

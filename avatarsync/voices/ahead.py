@@ -72,13 +72,6 @@ class SpeechAhead:
         status, synthesis = pickle.loads(b"".join(chunks))
         return synthesis if status == "ok" else None
 
-    def close(self) -> None:
-        """Drop an untaken result (the child exits when it finds the pipe closed)."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-            os.waitpid(self.pid, 0)
-
 
 def _run_child(write_end: int, key: tuple) -> None:
     cpus = sorted(os.sched_getaffinity(0))
