@@ -52,7 +52,7 @@ class SpeakOptions:
                                           "is moved to the new speech", group="face", server=False)
     dub_mouth: DubMouth = _opt("own", "with --video, which mouth is moved to the new speech: own (each frame's own) "
                                       "or first-frame (the first frame's, carried into every frame, so what the video "
-                                      "was saying does not show through)", server=False)
+                                      "was saying does not show through)")
     out: str | Path | None = _opt("out.mp4", "output MP4 path (written only when complete)", flags=("-o", "--out"),
                                   server=False)
     lang: str = _opt("en", "language of the text or speech: en or zh (or another the bundle was trained for); "

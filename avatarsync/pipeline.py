@@ -380,29 +380,31 @@ class Pipeline:
                             "use the mediapipe detector, or --render tokens")
         return MouthWarp(portrait, points, self.interior)
 
-    def _video_faces(self, video, n_frames: int):
-        """(frames, points, detected) of the video's frames played forward and back to ``n_frames``."""
+    def video_faces(self, video: str | Path, max_frames: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(frames, points, detected) of a video to dub, at the bundle's fps, sides cropped even, its first
+        ``max_frames`` only when given: every frame's face tracked (a bundle's own backdrop keeps the
+        landmarks tracked when it was made)."""
         from .faces.tracking import track_faces
         from .io import read_video_frames
-        from .mouth.dub import pingpong
 
         path = Path(video)
         if not path.is_file():
             raise InputError(f"video {path} not found", "check the --video path")
         frames, _ = read_video_frames(path, self.info.fps)  # unreadable or empty: its own InputError
-        idx = pingpong(len(frames), n_frames)
-        known = path.with_suffix(".npz")  # a bundle's backdrop keeps the landmarks tracked when it was made
+        frames = frames[:max_frames] if max_frames else frames
+        known = path.with_suffix(".npz")
         if path.parent == self.folder and known.is_file():
             data = np.load(known)
             points, detected = data["points"].astype(np.float64), data["detected"]
+            if len(points) < len(frames):
+                raise InputError(f"{known} holds landmarks for {len(points)} frames, the video has more",
+                                 "remake the bundle with `avatarsync train personal`")
+            points, detected = points[: len(frames)], detected[: len(frames)]
         else:
-            tracked = track_faces(frames[: idx.max() + 1])
+            tracked = track_faces(frames)
             points, detected = tracked.points, tracked.detected
-        if len(points) < idx.max() + 1:
-            raise InputError(f"{known} holds landmarks for {len(points)} frames, the video has more",
-                             "remake the bundle with `avatarsync train personal`")
-        frames = _even_frames(frames)
-        return frames[idx], points[idx], detected[idx]
+        return _even_frames(frames), points, detected
 
     def mouth_shapes(self, track, n_frames: int) -> np.ndarray:
         """``(n_frames, 2)`` [lip gap, mouth-width change] per frame from the mouth-motion model."""
@@ -429,7 +431,10 @@ class Pipeline:
         bar.update(1)
         with _timed(timings, "crop"):
             if video is not None:
-                source = self._video_faces(video, n_frames)
+                from .mouth.dub import pingpong
+
+                source = self.video_faces(video, max_frames=n_frames)  # the frames a ping-pong can reach
+                index = pingpong(len(source[0]), n_frames)  # played forward and back to the speech's length
             else:
                 source = self._photo_warp(o.image)
         bar.update(1)
@@ -440,7 +445,7 @@ class Pipeline:
             if video is not None:
                 from .mouth.dub import dub_frames
 
-                frames = dub_frames(*source, shapes, self.interior, progress=progress, mouth=o.dub_mouth)
+                frames = dub_frames(*source, shapes, self.interior, progress=progress, mouth=o.dub_mouth, index=index)
             else:
                 frames = source.render_all(shapes)
         bar.update(1)

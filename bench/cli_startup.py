@@ -6,7 +6,8 @@ Runs the real CLI `--runs` times (the median is reported), then one instrumented
 what the CLI does and times each phase: the CLI's imports and the fork of the voice's child process
 (voices/ahead.py), importing torch (while the child speaks), loading the bundle
 (`Pipeline.from_pretrained`), and `speak` itself per stage; what is left of the process's wall time is
-Python's start and exit.
+Python's start and exit. On a shared VM it also reports the CPU time the hypervisor took from this
+machine during each run (``steal`` in /proc/stat), which stretches every wall time by about as much.
 """
 
 from __future__ import annotations
@@ -45,6 +46,23 @@ exit_now(0)
 """
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's aggregate CPU times (/proc/stat: user .. steal), None where there is no /proc."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of the interval's CPU time the hypervisor gave to other guests (``steal``): on a shared
+    VM every wall time here stretches by about this much."""
+    if before is None or after is None:
+        return None
+    d = [b - a for a, b in zip(before, after)]
+    return d[7] / sum(d) if sum(d) else 0.0
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3, help="cold CLI runs (median reported)")
@@ -55,12 +73,13 @@ def main() -> None:
     exe = Path(sys.executable).with_name("avatarsync")
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "out.mp4")
-        walls = []
+        walls, steals = [], []
         for _ in range(args.runs):
             cmd = [str(exe), "speak", "--text", args.text, "-o", out, "--quiet"] + (["--image", args.image] if args.image else [])
-            t = time.perf_counter()
+            t, before = time.perf_counter(), cpu_times()
             subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
             walls.append(time.perf_counter() - t)
+            steals.append(steal_share(before, cpu_times()))
         t = time.perf_counter()
         probe = subprocess.run([sys.executable, "-c", PROBE, args.text, args.image, out], check=True,
                                capture_output=True, text=True, cwd=ROOT)
@@ -69,6 +88,9 @@ def main() -> None:
     video = phases.pop("video seconds")
     print(f"`avatarsync speak` of a {video:.2f} s sentence: median wall {statistics.median(walls):.2f} s "
           f"over {args.runs} runs ({', '.join(f'{w:.2f}' for w in walls)})")
+    if steals and None not in steals:
+        print(f"CPU time taken by the hypervisor (steal) during the runs: median {100 * statistics.median(steals):.0f}% "
+              f"({', '.join(f'{100 * x:.0f}' for x in steals)})")
     print(f"{'phase (one instrumented process)':<36}{'seconds':>9}")
     for k, v in phases.items():
         print(f"{k:<36}{v:>9.3f}")

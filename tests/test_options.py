@@ -27,7 +27,7 @@ def test_server_request_fields_are_the_speak_options():
     from avatarsync.serve.requests import SpeakRequest
 
     fields = set(SpeakRequest.model_fields)
-    uploads = {"audio", "audio_id", "portrait", "portrait_id", "jpeg_quality", "mp4"}
+    uploads = {"audio", "audio_id", "portrait", "portrait_id", "video", "video_id", "jpeg_quality", "mp4"}
     served = {f.name for f in dataclasses.fields(SpeakOptions) if f.metadata["server"]}
     assert fields == uploads | served
     req = SpeakRequest.model_validate({"text": "Hi.", "guidance": 1.5, "render": "warp"})

@@ -121,6 +121,42 @@ def test_job_lifecycle_json_and_multipart(c, photo):
     assert (probe_mp4(path)["width"], probe_mp4(path)["height"]) == (photo.shape[1], photo.shape[0])
 
 
+def test_dubbing_an_uploaded_video_as_a_job_and_a_stream(c, tmp_path):
+    """A video upload is dubbed like `speak --video`: the clip's own frames, looped to the speech's
+    length, only their mouths moved; as a job (multipart) and as a stream (base64)."""
+    from avatarsync.faces.tracking import track_faces
+    from avatarsync.io import probe_mp4, read_video_frames
+    from avatarsync.mouth.dub import pingpong
+    from avatarsync.mouth.warp import MouthWarp
+
+    text = "Bob is here, and he brought some friends with him today."
+    r = c.post("/v1/videos", data={"text": text, "dub_mouth": "first-frame"},
+               files={"video": ("clip.mp4", GRID.read_bytes(), "video/mp4")})
+    assert r.status_code == 202, r.json()
+    st = wait(c, r.json()["id"])
+    assert st["status"] == "done", st
+    got = c.get(st["video"])
+    path = tmp_path / "dub.mp4"
+    path.write_bytes(got.content)
+    info = probe_mp4(path)
+    src, _ = read_video_frames(GRID, 25)
+    assert (info["width"], info["height"]) == (src.shape[2], src.shape[1])
+    assert info["video_frames"] == st["frames"] > len(src)  # longer than the clip: looped
+    assert abs(info["audio_duration"] - info["video_duration"]) <= 0.05
+    out, _ = read_video_frames(path, 25)
+    idx = pingpong(len(src), len(out))
+    points = track_faces(src).points
+    for t in range(0, len(out), 11):  # outside the mouth region: the source frame (as H.264 keeps it)
+        x0, y0, x1, y1 = MouthWarp(src[idx[t]], points[idx[t]]).box
+        keep = np.ones(src.shape[1:3], bool)
+        keep[y0:y1, x0:x1] = False
+        assert np.abs(out[t][keep].astype(float) - src[idx[t]][keep]).mean() < 2.0
+    texts, blobs, _ = stream(c, {"text": "Hi, Bob. Come in.", "video": base64.b64encode(GRID.read_bytes()).decode()})
+    start, end = texts[1], texts[-1]
+    assert start["render"] == "dub" and (start["width"], start["height"]) == (src.shape[2], src.shape[1])
+    assert end["type"] == "end" and [b[1] for b in blobs if b[0] == FRAME] == list(range(end["frames"]))
+
+
 def test_unknown_job_and_paths_never_reach_files(c):
     for bad in ("nope", "..%2F..%2Fetc%2Fpasswd", "0" * 32):
         r = c.get(f"/v1/videos/{bad}")
@@ -188,6 +224,10 @@ def test_malformed_requests_are_400_or_422_with_error_and_hint(c):
         (dict(json={"text": "Hi.", "audio": base64.b64encode(wav(0.5)).decode()}), 422),
         (dict(json={"text": "Hi.", "portrait": base64.b64encode(b"not an image").decode()}), 422),
         (dict(json={"audio": base64.b64encode(b"not audio").decode()}), 422),
+        (dict(json={"text": "Hi.", "video": base64.b64encode(b"not a video").decode()}), 422),
+        (dict(data={"text": "Hi."}, files={"video": ("v.mp4", GRID.read_bytes(), "video/mp4"),
+                                             "portrait": ("p.png", b"\x89PNG", "image/png")}), 422),
+        (dict(json={"text": "Hi.", "dub_mouth": "mirror"}), 400),
     ]
     for kw, status in cases:
         r = c.post("/v1/videos", **kw)
@@ -211,13 +251,19 @@ def test_a_failing_request_leaves_the_server_up(c):
 
 
 def test_each_limit_is_a_413_with_the_limit_named(bundle, photo):
-    limits = Limits(upload_bytes=200_000, image_pixels=50_000, text_chars=40, audio_seconds=1.0)
+    from avatarsync.serve.requests import LimitError, check_video
+
+    limits = Limits(upload_bytes=200_000, image_pixels=50_000, text_chars=40, audio_seconds=1.0, video_seconds=1.0)
+    with pytest.raises(LimitError, match="360x288, over this server's limit of 0.05 megapixels"):
+        check_video(GRID.read_bytes(), Limits(video_pixels=50_000))
+    check_video(GRID.read_bytes(), Limits())  # within the defaults
     with client(bundle, limits=limits) as cl:
         big = base64.b64encode(b"\0" * 300_000).decode()
         for body, word in [({"text": "x" * 41}, "characters"),
                            ({"text": "Hi.", "transcript": "y" * 41}, "characters"),
                            ({"text": "Hi.", "portrait": base64.b64encode(png(photo)).decode()}, "megapixels"),
                            ({"audio": base64.b64encode(wav(2.0)).decode()}, "2.0 s"),
+                           ({"text": "Hi.", "video": base64.b64encode(GRID.read_bytes()).decode()}, "3.0 s long"),
                            ({"text": "Hi.", "portrait": big}, "MiB")]:
             r = cl.post("/v1/videos", json=body)
             assert r.status_code == 413, r.json()

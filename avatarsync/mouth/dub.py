@@ -64,34 +64,52 @@ def carry_mouth(src: np.ndarray, src_points: np.ndarray, dst: np.ndarray, dst_po
     return out, points
 
 
+class VideoDub:
+    """One tracked source video, ready to dub frame by frame: ``render(t, shape)`` is source frame ``t``
+    with its mouth (or, with ``mouth="first-frame"``, the first tracked frame's) moved to ``shape``
+    [gap, width change from the speaker's median width]. Frames without a face come back unchanged.
+    ``frames (N, H, W, 3)``, ``points (N, 478, 2)`` and ``detected (N,)`` from the face tracker."""
+
+    def __init__(self, frames: np.ndarray, points: np.ndarray, detected: np.ndarray,
+                 interior: Interior | None = None, mouth: str = "own") -> None:
+        if mouth not in DUB_MOUTHS:
+            raise InputError(f"unknown dub mouth {mouth!r}", f"use one of {', '.join(DUB_MOUTHS)}")
+        if not len(frames) == len(points) == len(detected):
+            raise ValueError("frames, points and detected must have one entry per frame")
+        self.frames, self.points, self.interior, self.mouth = frames, points, interior, mouth
+        self.ok = np.asarray(detected, bool) & np.isfinite(points).all(axis=(1, 2))
+        if not self.ok.any():
+            raise FaceError("no face was found in the video", "use a video where one face is visible")
+        self.median_width = float(np.median(mouth_shape(points[self.ok])[:, 1]))
+        self.ref = int(np.flatnonzero(self.ok)[0])
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def render(self, t: int, shape: np.ndarray) -> np.ndarray:
+        if not self.ok[t]:
+            return self.frames[t].copy()
+        image, pts = self.frames[t], self.points[t]
+        if self.mouth == "first-frame" and t != self.ref:
+            image, pts = carry_mouth(self.frames[self.ref], self.points[self.ref], image, pts)
+        warp = MouthWarp(image, pts, self.interior)
+        own_width_change = float(warp.width0) - self.median_width
+        return warp.render(np.array([shape[0], shape[1] - own_width_change]))
+
+
 def dub_frames(frames: np.ndarray, points: np.ndarray, detected: np.ndarray, shapes: np.ndarray,
-               interior: Interior | None = None, progress: bool = False, mouth: str = "own") -> np.ndarray:
-    """``(N, H, W, 3)`` frames with their mouths moved to ``shapes (N, 2)`` [gap, width change from
-    the speaker's median width]; ``points (N, 478, 2)`` and ``detected (N,)`` from the face tracker.
-    ``mouth``: "own" (each frame's own mouth is moved) or "first-frame" (the first tracked frame's
-    mouth, carried into each frame, is moved: see the module's doc)."""
-    if mouth not in DUB_MOUTHS:
-        raise InputError(f"unknown dub mouth {mouth!r}", f"use one of {', '.join(DUB_MOUTHS)}")
+               interior: Interior | None = None, progress: bool = False, mouth: str = "own",
+               index: np.ndarray | None = None) -> np.ndarray:
+    """``(len(shapes), H, W, 3)``: output frame ``i`` is source frame ``index[i]`` (None: ``i``) dubbed
+    to ``shapes[i]`` (see :class:`VideoDub`; ``pingpong`` gives the index that loops a short video)."""
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
-    if not len(frames) == len(points) == len(detected) == len(shapes):
-        raise ValueError("frames, points, detected and shapes must have one entry per frame")
-    ok = np.asarray(detected, bool) & np.isfinite(points).all(axis=(1, 2))
-    if not ok.any():
-        raise FaceError("no face was found in the video", "use a video where one face is visible")
-    widths = mouth_shape(points[ok])[:, 1]
-    median_width = float(np.median(widths))
-    out = frames.copy()
-    ref = int(np.flatnonzero(ok)[0])
+    dub = VideoDub(frames, points, detected, interior, mouth)
+    index = np.arange(len(frames)) if index is None else np.asarray(index)
+    if len(index) != len(shapes) or (len(index) and index.max() >= len(frames)):
+        raise ValueError("one shape per output frame, and indices within the source frames")
     with threadpool_limits(limits=1, user_api="blas"):
-        for t in tqdm(range(len(frames)), desc="dub", unit="frame", disable=not progress):
-            if not ok[t]:
-                continue
-            image, pts = frames[t], points[t]
-            if mouth == "first-frame" and t != ref:
-                image, pts = carry_mouth(frames[ref], points[ref], image, pts)
-            warp = MouthWarp(image, pts, interior)
-            own_width_change = float(warp.width0) - median_width
-            out[t] = warp.render(np.array([shapes[t, 0], shapes[t, 1] - own_width_change]))
-    return out
+        out = [dub.render(int(t), shapes[i]) for i, t in
+               enumerate(tqdm(index, desc="dub", unit="frame", disable=not progress))]
+    return np.stack(out) if out else frames[:0].copy()

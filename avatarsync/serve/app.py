@@ -80,7 +80,7 @@ async def _read_body(request: Request, cap: int) -> bytes:
     return bytes(buf)
 
 
-async def _form(request: Request, body: bytes, limits, allowed=("portrait", "audio")) -> tuple[dict, dict[str, bytes]]:
+async def _form(request: Request, body: bytes, limits, allowed=("portrait", "audio", "video")) -> tuple[dict, dict[str, bytes]]:
     """Multipart fields and files, parsed from the body already read (and bounded)."""
     async def replay():
         return {"type": "http.request", "body": body, "more_body": False}
@@ -177,10 +177,11 @@ def create_app(config: ServeConfig | None = None, load=None) -> FastAPI:
     async def get_limits():
         return {"upload_bytes": limits.upload_bytes, "image_pixels": limits.image_pixels,
                 "text_chars": limits.text_chars, "audio_seconds": limits.audio_seconds,
+                "video_seconds": limits.video_seconds, "video_pixels": limits.video_pixels,
                 "queue_size": config.queue_size, "workers": config.workers}
 
     # -- uploads -----------------------------------------------------------------------------
-    @app.post("/v1/uploads", summary="Keep a portrait or recording for later requests (portrait_id / audio_id)",
+    @app.post("/v1/uploads", summary="Keep a portrait, recording or video for later requests (portrait_id / audio_id / video_id)",
               openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
                   "type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}}}}})
     async def upload(request: Request):
@@ -197,8 +198,8 @@ def create_app(config: ServeConfig | None = None, load=None) -> FastAPI:
     # -- jobs --------------------------------------------------------------------------------
     schema = SpeakRequest.model_json_schema()
     form_schema = {"type": "object", "properties": {
-        **{k: v for k, v in schema["properties"].items() if k not in ("audio", "portrait")},
-        "audio": {"type": "string", "format": "binary"}, "portrait": {"type": "string", "format": "binary"}}}
+        **{k: v for k, v in schema["properties"].items() if k not in ("audio", "portrait", "video")},
+        **{k: {"type": "string", "format": "binary"} for k in ("audio", "portrait", "video")}}}
 
     @app.post("/v1/videos", status_code=202, summary="Start a video job (JSON or multipart) -> its id",
               openapi_extra={"requestBody": {"required": True, "content": {

@@ -21,6 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-image-megapixels", type=float, default=lim.image_pixels / 1e6, help="largest portrait")
     p.add_argument("--max-text-chars", type=int, default=lim.text_chars, help="longest text or transcript")
     p.add_argument("--max-audio-seconds", type=float, default=lim.audio_seconds, help="longest recording")
+    p.add_argument("--max-video-seconds", type=float, default=lim.video_seconds,
+                   help="longest video to dub (it is looped to the speech's length)")
+    p.add_argument("--max-video-megapixels", type=float, default=lim.video_pixels / 1e6,
+                   help="largest frame of a video to dub (its frames are held in memory)")
     p.add_argument("--no-warmup", action="store_true", help="skip each worker's tiny start-up request")
 
 
@@ -39,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.queue < 1:
         raise InputError("--workers and --queue must be at least 1", "e.g. --workers 1 --queue 8")
     limits = Limits(upload_bytes=int(args.max_upload_mb * 2 ** 20), image_pixels=int(args.max_image_megapixels * 1e6),
-                    text_chars=args.max_text_chars, audio_seconds=args.max_audio_seconds)
+                    text_chars=args.max_text_chars, audio_seconds=args.max_audio_seconds,
+                    video_seconds=args.max_video_seconds, video_pixels=int(args.max_video_megapixels * 1e6))
     config = ServeConfig(checkpoint=args.checkpoint, device=args.device, workers=args.workers, queue_size=args.queue,
                          limits=limits, warmup=not args.no_warmup)
     from .app import run as serve

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 class Limits:
     """What one request may ask for; larger requests are refused with 413 and ``{error, hint}``."""
 
-    upload_bytes: int = 16 * 2 ** 20  # one uploaded file (portrait or audio), after base64 decoding
+    upload_bytes: int = 16 * 2 ** 20  # one uploaded file (portrait, audio or video), after base64 decoding
     image_pixels: int = 12_000_000  # width * height of a portrait
     text_chars: int = 2000  # text (and transcript) length in characters
     audio_seconds: float = 120.0  # an uploaded recording's duration
+    video_seconds: float = 20.0  # a video to dub (it is looped to the speech's length, so a short clip will do)
+    video_pixels: int = 1280 * 720  # width * height of a video's frames (its decoded frames are held in memory)
 
     @property
     def body_bytes(self) -> int:

@@ -1,9 +1,10 @@
 """Request options (the same as ``speak``'s), decoded in memory and checked against the limits.
 
 A request carries text or a recording (base64 in JSON, a file part in multipart, or the id of an
-earlier ``POST /v1/uploads``), an optional portrait the same way (none: the bundle's avatar) and the
-``speak`` options. Nothing a client sends becomes a path: uploads stay in memory as bytes, and a
-recording is written only to a private temporary file (``private_file``) named by the server.
+earlier ``POST /v1/uploads``), an optional portrait or video to dub the same way (neither: the
+bundle's avatar) and the ``speak`` options. Nothing a client sends becomes a path: uploads stay in
+memory as bytes, and a recording or video is written only to a private temporary file
+(``private_file``) named by the server.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class _Uploads(BaseModel):
     portrait: str | None = Field(None, description="portrait photo, base64 JPEG/PNG; multipart: a file part; "
                                                    "none: the bundle's avatar")
     portrait_id: str | None = Field(None, description="id of a portrait sent earlier to POST /v1/uploads")
+    video: str | None = Field(None, description="a video of one face to dub instead of a portrait, base64 (MP4, "
+                                                "MOV, WebM, ...; its head motion kept, looped forward and back to the "
+                                                "speech's length, only the mouth moved); multipart: a file part")
+    video_id: str | None = Field(None, description="id of a video sent earlier to POST /v1/uploads")
     # streaming only
     jpeg_quality: int | None = Field(None, ge=10, le=100, description="quality of streamed JPEG frames")
     mp4: bool = Field(False, description="WS /v1/stream: also keep an MP4 (GET /v1/videos/{id}.mp4)")
@@ -64,6 +69,7 @@ class Prepared:
     image: np.ndarray | None  # RGB uint8, None: the bundle's avatar
     audio: bytes | None  # the recording's bytes
     audio_seconds: float = 0.0
+    video: bytes | None = None  # the video to dub's bytes
 
 
 def parse_options(data: object) -> SpeakRequest:
@@ -136,11 +142,38 @@ def audio_seconds(data: bytes, limits: Limits) -> float:
     return seconds
 
 
+def check_video(data: bytes, limits: Limits) -> None:
+    """Refuse a video to dub that is unreadable, too long or too large a frame, from its header (its
+    frames are decoded by the worker)."""
+    import av
+
+    if len(data) > limits.upload_bytes:
+        raise too_big("video", len(data), limits)
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.video:
+                raise InputError("the video upload has no video stream", "send a video of one face (MP4, MOV, WebM)")
+            stream = container.streams.video[0]
+            w, h = stream.codec_context.width, stream.codec_context.height
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            else:
+                seconds = (container.duration or 0) / 1e6
+    except (av.error.FFmpegError, OSError, ValueError):
+        raise InputError("cannot read the video upload", "send a video file ffmpeg reads (MP4, MOV, WebM, ...)") from None
+    if w * h > limits.video_pixels:
+        raise LimitError(f"the video is {w}x{h}, over this server's limit of {limits.video_pixels / 1e6:.2f} "
+                         "megapixels a frame", "send a smaller video (720p is plenty for a face)")
+    if seconds > limits.video_seconds:
+        raise LimitError(f"the video is {seconds:.1f} s long, over this server's limit of "
+                         f"{limits.video_seconds:.0f} s", "send a shorter clip: it is looped to the speech's length")
+
+
 def prepare(options: SpeakRequest, limits: Limits, files: dict[str, bytes] | None = None,
             uploads=None) -> Prepared:
     """Decode and check a request: exactly one of text/audio, sizes within ``limits``.
 
-    ``files``: multipart file parts by field name ("portrait", "audio"); ``uploads``: a mapping of
+    ``files``: multipart file parts by field name ("portrait", "audio", "video"); ``uploads``: a mapping of
     upload ids to bytes (``POST /v1/uploads``)."""
     files = files or {}
 
@@ -172,9 +205,13 @@ def prepare(options: SpeakRequest, limits: Limits, files: dict[str, bytes] | Non
     if options.text is not None and not options.text.strip():
         raise InputError("the text is empty", "give a sentence to speak")
     seconds = audio_seconds(audio, limits) if audio is not None else 0.0
-    portrait = source("portrait")
+    portrait, video = source("portrait"), source("video")
+    if portrait is not None and video is not None:
+        raise InputError("give a portrait image or a video to dub, not both", "drop the portrait or the video")
     image = decode_image(portrait, limits) if portrait is not None else None
-    return Prepared(options, image, audio, seconds)
+    if video is not None:
+        check_video(video, limits)
+    return Prepared(options, image, audio, seconds, video)
 
 
 @contextmanager

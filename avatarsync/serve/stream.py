@@ -121,9 +121,17 @@ def ease(shapes: np.ndarray, rest: np.ndarray, n: int = EASE) -> np.ndarray:
     return rest[None] + w * (shapes - rest[None])
 
 
-def _resolve_render(pipe, image, render: str | None, crop_only: bool) -> str:
+def _resolve_render(pipe, image, render: str | None, crop_only: bool, video: bool = False) -> str:
     from ..pipeline import RENDERS
 
+    if video:  # as ``Pipeline.speak``: a video is dubbed by the mouth-motion model, whatever the render
+        if pipe.mouth is None:
+            raise CheckpointError(f"the bundle {pipe.folder.name} has no mouth-motion model (mouth/), so it "
+                                  "cannot dub a video", "use a bundle made with `avatarsync bundle --mouth DIR`")
+        if crop_only:
+            raise InputError("crop_only writes the keyframe chain's face crop; a dubbed video has none",
+                             "drop crop_only, or send a portrait instead of the video")
+        return "dub"
     how = pipe.info.render if render is None else render
     if how not in RENDERS:
         raise InputError(f"unknown render {how!r}", f"use one of {', '.join(RENDERS)}")
@@ -204,7 +212,8 @@ def generate(pipe, prepared, workdir: str | Path, cancel: threading.Event | None
             raise Cancelled()
 
     fps = pipe.info.fps
-    how = _resolve_render(pipe, prepared.image, o.render, o.crop_only)
+    video = getattr(prepared, "video", None)
+    how = _resolve_render(pipe, prepared.image, o.render, o.crop_only, video is not None)
     if prepared.audio is not None:  # aligned once: the transcript may span the whole recording
         with private_file(prepared.audio, str(workdir), ".audio") as path:
             track, samples, sr = pipe.phonemes(None, path, o.transcript, o.lang, aligner=o.aligner)
@@ -243,6 +252,15 @@ def generate(pipe, prepared, workdir: str | Path, cancel: threading.Event | None
             full_shapes = None
             if prepared.audio is not None:
                 full_shapes = ease(pipe.mouth_shapes(track, n_output_frames(track.duration, fps)), rest)
+        elif how == "dub":  # the whole video tracked once; frame i of the output shows source frame index[i]
+            from ..mouth.dub import VideoDub, pingpong
+
+            with private_file(video, str(workdir), ".video") as path:
+                dub = VideoDub(*pipe.video_faces(path), pipe.interior, o.dub_mouth)
+            shape = dub.frames.shape[1:]
+            full_shapes = None
+            if prepared.audio is not None:
+                full_shapes = pipe.mouth_shapes(track, n_output_frames(track.duration, fps))
         else:
             tokens = _Tokens(pipe, prepared.image, o)
             shape = tokens.shape
@@ -271,7 +289,16 @@ def generate(pipe, prepared, workdir: str | Path, cancel: threading.Event | None
             m = int(round(n * psr / fps))
             psamples = np.pad(psamples, (0, max(0, m - len(psamples))))[:m]
             yield Audio(frame, psamples.astype(np.float32), int(psr))
-            if how == "warp":
+            if how == "dub":
+                shapes = full_shapes[f0:f1] if full_shapes is not None else pipe.mouth_shapes(ptrack, n)
+                index = pingpong(len(dub), frame + n)[frame:]  # the head moves on across phrases
+                from threadpoolctl import threadpool_limits
+
+                with threadpool_limits(limits=1, user_api="blas"):
+                    for i, s in enumerate(shapes):
+                        check()
+                        yield Frame(frame + i, k, dub.render(int(index[i]), s))
+            elif how == "warp":
                 if full_shapes is not None:
                     shapes = full_shapes[f0:f1]
                 else:
