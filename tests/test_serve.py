@@ -373,10 +373,20 @@ def test_page_in_headless_chromium(bundle, photo, tmp_path):
             with page.expect_download() as dl:
                 page.click("#download")
             dl.value.save_as(tmp_path / "got.mp4")
+            # dubbing a clip from the page
+            page.reload()
+            page.set_input_files("#video", str(GRID))
+            page.select_option("#dubmouth", "first-frame")
+            page.fill("#text", "Bob is here.")
+            page.click("#go")
+            page.wait_for_function("window.avatarsync.done || window.avatarsync.error", timeout=120_000)
+            dub = page.evaluate("window.avatarsync")
             browser.close()
         info = probe_mp4(tmp_path / "got.mp4")
         assert info["video_frames"] == state["frames"] and info["audio_codec"] == "aac"
         assert abs(info["audio_duration"] - state["audioSeconds"]) < 0.05
+        assert dub["error"] is None and dub["frames"] > 0, dub
+        assert (dub["render"], dub["width"], dub["height"]) == ("dub", 360, 288), dub  # the clip, dubbed
     finally:
         server.should_exit = True
         th.join(10)
