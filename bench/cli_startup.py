@@ -7,7 +7,8 @@ what the CLI does and times each phase: the CLI's imports and the fork of the vo
 (voices/ahead.py), importing torch (while the child speaks), loading the bundle
 (`Pipeline.from_pretrained`), and `speak` itself per stage; what is left of the process's wall time is
 Python's start and exit. On a shared VM it also reports the CPU time the hypervisor took from this
-machine during each run (``steal`` in /proc/stat), which stretches every wall time by about as much.
+machine during each run (``steal`` in /proc/stat), which stretches every wall time by about as much;
+the machine's speed also changes for reasons steal does not show (docs/serve.md, session 13).
 """
 
 from __future__ import annotations

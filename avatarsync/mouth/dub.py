@@ -81,17 +81,23 @@ class CarriedMouth:
         None: every pixel), each source read once: ``src`` at ``m``'s inverse of ``at``, ``dst`` at ``at``."""
         import cv2
 
-        if at is None:
-            h, w = dst.shape[:2]
-            src = cv2.warpAffine(self.src, self.m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-            mask, under = self.mask, dst
-        else:
-            inverse = cv2.invertAffineTransform(self.m)
-            src_at = np.ascontiguousarray(at @ inverse[:, :2].T.astype(np.float32) + inverse[:, 2].astype(np.float32))
-            src = cv2.remap(self.src, src_at, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-            mask = cv2.remap(self.mask, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            under = cv2.remap(dst, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)  # as MouthWarp
-        mask = mask[..., None]
+        if at is None:  # only the mask's box is blended: elsewhere the mask is 0 and the composite is ``dst``
+            out = dst.copy()
+            ys, xs = np.nonzero(self.mask)
+            if not len(ys):
+                return out
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            m = self.m.copy()
+            m[:, 2] -= (x0, y0)  # into the box's own pixels
+            src = cv2.warpAffine(self.src, m, (x1 - x0, y1 - y0), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+            mask = self.mask[y0:y1, x0:x1, None]
+            out[y0:y1, x0:x1] = (mask * src + (1.0 - mask) * dst[y0:y1, x0:x1]).round().clip(0, 255).astype(np.uint8)
+            return out
+        inverse = cv2.invertAffineTransform(self.m)
+        src_at = np.ascontiguousarray(at @ inverse[:, :2].T.astype(np.float32) + inverse[:, 2].astype(np.float32))
+        src = cv2.remap(self.src, src_at, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        mask = cv2.remap(self.mask, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[..., None]
+        under = cv2.remap(dst, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)  # as MouthWarp
         return (mask * src + (1.0 - mask) * under).round().clip(0, 255).astype(np.uint8)
 
 

@@ -212,7 +212,7 @@ def generate(pipe, prepared, workdir: str | Path, cancel: threading.Event | None
             raise Cancelled()
 
     fps = pipe.info.fps
-    video = getattr(prepared, "video", None)
+    video = prepared.video
     how = _resolve_render(pipe, prepared.image, o.render, o.crop_only, video is not None)
     if prepared.audio is not None:  # aligned once: the transcript may span the whole recording
         with private_file(prepared.audio, str(workdir), ".audio") as path:
