@@ -276,12 +276,14 @@ def _run_speak(args: argparse.Namespace) -> int:
 
         print(format_voices())
         return 0
-    from .voices.ahead import SpeechAhead
+    from .ahead import SpeechRequest, WorkAhead
 
-    # the voice speaks in a child process on the other core while this one imports torch and loads the
-    # models (a fresh process only: see voices/ahead.py); without one, it speaks inside speak()
-    speech = (SpeechAhead.start(args.text, args.lang, args.voice, args.rate, args.pitch)
-              if args.text and not args.audio else None)
+    # the voice speaks and the portrait's face is found in a child process on the other core while this
+    # one imports torch and loads the models (a fresh process only: see ahead.py); what it did not do
+    # is done inside speak()
+    ahead = WorkAhead.start(SpeechRequest(args.text, args.lang, args.voice, args.rate, args.pitch)
+                            if args.text and not args.audio else None,
+                            portrait=args.image if args.image and not args.video else None)
     from .options import from_args
     from .pipeline import Pipeline
 
@@ -293,7 +295,7 @@ def _run_speak(args: argparse.Namespace) -> int:
         os.environ[ENV_MODEL] = str(check_model_dir(args.asr_model))
 
     pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
-    res = pipe.speak(from_args(args, progress=not args.quiet), speech=speech)
+    res = pipe.speak(from_args(args, progress=not args.quiet), ahead=ahead)
     total = sum(res.timings.values())
     if not args.quiet:
         print(f"{'stage':<14}{'seconds':>9}{'s per s of video':>18}", file=sys.stderr)

@@ -22,8 +22,9 @@ import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from .config import read_yaml
 from .errors import CheckpointError, FaceError, InputError
 from .options import PASTE_REGIONS, RENDERS, SpeakOptions
 from .bundle import DEFAULT_BUNDLE, BundleInfo, make_bundle, read_info
+from .io.images import even_sides, read_image
 
 STAGES = ("phonemes", "crop", "keyframes", "interpolation", "decode", "mux")
 WARP_STAGES = ("phonemes", "crop", "motion", "render", "mux")
@@ -69,46 +71,68 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An RGB uint8 image from a file; FaceError when missing or unreadable."""
-    import cv2
+@dataclass(frozen=True)
+class _Later:
+    """A model to load when it is first used."""
 
-    path = Path(path)
-    if not path.is_file():
-        raise FaceError(f"image {path} not found", "check the --image path")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise FaceError(f"cannot read image {path}: not a valid image file", "use a JPEG or PNG photo")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    load: Callable[[], object]
 
 
-def _even(image: np.ndarray) -> np.ndarray:
-    """Crop one pixel row/column when a side is odd (H.264 4:2:0 needs even sides)."""
-    h, w = image.shape[:2]
-    return image[: h - h % 2, : w - w % 2]
+def _load(module: str, name: str, folder: Path, device: torch.device):
+    """``name.from_pretrained(folder, device=device)`` of this package's ``module``, imported now."""
+    from importlib import import_module
+
+    return getattr(import_module(module, __package__), name).from_pretrained(folder, device=device)
 
 
 class Pipeline:
-    """The loaded models of one bundle; reuse it across calls."""
+    """The models of one bundle; reuse it across calls."""
 
     def __init__(self, folder: str | Path, tokenizer, fkg, interp, info: BundleInfo, device: torch.device,
                  detector: str = "mediapipe", mouth=None, interior=None) -> None:
         self.folder = Path(folder)
-        self.tokenizer, self.fkg, self.interp = tokenizer, fkg, interp
+        # the token chain's models, or a _Later that loads one on first use (the warp renderer needs none)
+        self._models = {"tokenizer": tokenizer, "fkg": fkg, "interp": interp}
         self.mouth, self.interior = mouth, interior  # mouth/: MouthMotion and its Interior atlas (or None)
         self.info, self.device, self.detector = info, device, detector
         self.pixel_factor = _pixel_factor(self.folder / "interp" / "config.yaml")
 
     # -- loading ----------------------------------------------------------------------------
+    def _model(self, name: str):
+        model = self._models[name]
+        if isinstance(model, _Later):
+            model = self._models[name] = model.load()
+        return model
+
+    @property
+    def tokenizer(self):
+        """The visual tokenizer (VisualTokenizer), loaded on first use."""
+        return self._model("tokenizer")
+
+    @property
+    def fkg(self):
+        """The keyframe model (FKGModel), loaded on first use."""
+        return self._model("fkg")
+
+    @property
+    def interp(self):
+        """The interpolator (MambaInterpolator), loaded on first use."""
+        return self._model("interp")
+
+    def load_models(self) -> "Pipeline":
+        """Load every model now (a server does, so that no request pays for it)."""
+        for name in self._models:
+            self._model(name)
+        return self
+
     @classmethod
     def from_pretrained(cls, folder: str | Path | None = None, device: str = "auto",
                         detector: str = "mediapipe") -> "Pipeline":
-        """Load a bundle folder (default: the one shipped in the package)."""
+        """Open a bundle folder (default: the one shipped in the package). The token chain's models
+        (tokenizer, keyframe model, interpolator) load on first use, so a photo warped by the mouth model
+        never loads them; a missing or broken weight file is reported then (``load_models`` loads them
+        all at once)."""
         from .device import resolve_device
-        from .fkg.model import FKGModel
-        from .interpolation.model import MambaInterpolator
-        from .tokenizers.tokenizer import VisualTokenizer
 
         folder = Path(folder) if folder is not None else DEFAULT_BUNDLE
         if not (folder / "pipeline.yaml").is_file():
@@ -117,9 +141,9 @@ class Pipeline:
             raise CheckpointError(f"{folder} is not an avatarsync model folder (no pipeline.yaml)", hint)
         info = read_info(folder)
         dev = resolve_device(device)
-        tokenizer = VisualTokenizer.from_pretrained(folder / "tokenizer", device=dev)
-        fkg = FKGModel.from_pretrained(folder / "fkg", device=dev)
-        interp = MambaInterpolator.from_pretrained(folder / "interp", device=dev)
+        tokenizer = _Later(partial(_load, ".tokenizers.tokenizer", "VisualTokenizer", folder / "tokenizer", dev))
+        fkg = _Later(partial(_load, ".fkg.model", "FKGModel", folder / "fkg", dev))
+        interp = _Later(partial(_load, ".interpolation.model", "MambaInterpolator", folder / "interp", dev))
         mouth = interior = None
         if (folder / "mouth" / "config.yaml").is_file():
             from .mouth.interior import Interior
@@ -133,11 +157,11 @@ class Pipeline:
     # -- stages -----------------------------------------------------------------------------
     def phonemes(self, text: str | None, audio: str | Path | None, transcript: str | None, lang: str,
                  voice: str | None = None, rate: int = 160, pitch: int = 50, aligner: str = "auto",
-                 progress: bool = False, speech=None):
+                 progress: bool = False, ahead=None):
         """(PhonemeTrack, audio samples, sample rate) padded to a whole number of frames.
 
         ``voice``: a voice of :mod:`avatarsync.voices` for ``text`` (None: the language's default).
-        ``speech``: a :class:`~avatarsync.voices.ahead.SpeechAhead` of this text, used when it spoke it.
+        ``ahead``: a :class:`~avatarsync.ahead.WorkAhead`, whose speech is used when it spoke this text.
         ``lang="any"`` (audio only): phone recognition for speech in any language. Audio over 30 s
         without a transcript is aligned piece by piece, split at pauses (``progress``: a bar)."""
         from .interpolation.schedule import pad_to_frames
@@ -150,7 +174,7 @@ class Pipeline:
         if text is not None:
             from .phonemes import text_to_track
 
-            syn = speech.take(text, lang, voice, rate, pitch) if speech is not None else None
+            syn = ahead.speech(text, lang, voice, rate, pitch) if ahead is not None else None
             if syn is None:
                 syn = text_to_track(text, lang=lang, voice=voice, rate=rate, pitch=pitch)
             samples, sr, track = syn.audio, syn.sample_rate, syn.track
@@ -174,18 +198,27 @@ class Pipeline:
         five = np.asarray(json.loads((self.folder / self.info.avatar_landmarks).read_text())["five"], np.float64)
         return image, landmarks_from_five(five)
 
-    def crop(self, image: np.ndarray | None, source: str = "the image"):
-        """(portrait, AlignedFace) for a portrait (None = the default avatar)."""
+    def crop(self, image: np.ndarray | str | Path | None, source: str = "the image", ahead=None):
+        """(portrait, AlignedFace) for a portrait (an array, a file, or None = the default avatar).
+        ``ahead``: a :class:`~avatarsync.ahead.WorkAhead` that may have found the file's face already."""
         from .faces.align import align_face
-        from .faces.detect import find_face
 
         if image is None:
             portrait, landmarks = self.avatar()
+            portrait = even_sides(portrait)
         else:
-            portrait = image
-            landmarks = find_face(portrait, self.detector, source=source)
-        portrait = _even(portrait)
+            portrait, landmarks = self._portrait_face(image, source, ahead)
         return portrait, align_face(portrait, landmarks, size=self.info.crop_size, face_scale=self.info.face_scale)
+
+    def _portrait_face(self, image: np.ndarray | str | Path, source: str, ahead=None):
+        """(the portrait with even sides, its FaceLandmarks): from ``ahead`` when it found them in this
+        file, else found here."""
+        from .faces.detect import find_face
+
+        is_file = isinstance(image, (str, Path))
+        portrait = even_sides(read_image(image) if is_file else image)
+        face = ahead.face(image, self.detector) if ahead is not None and is_file else None
+        return portrait, face if face is not None else find_face(portrait, self.detector, source=source)
 
     @torch.no_grad()
     def keyframes(self, ref_crop: np.ndarray, track, seed: int = 0, temperature: float = 0.0,
@@ -266,15 +299,16 @@ class Pipeline:
         return np.concatenate(out)
 
     # -- the job ----------------------------------------------------------------------------
-    def speak(self, options: SpeakOptions | None = None, /, *, speech=None, **changes) -> SpeakResult:
+    def speak(self, options: SpeakOptions | None = None, /, *, ahead=None, **changes) -> SpeakResult:
         """Make the talking-head video: ``speak(SpeakOptions(text=...))`` or ``speak(text=..., image=...)``
         (the fields of :class:`~avatarsync.options.SpeakOptions`, the same as ``avatarsync speak``'s options;
         keywords given with an options object override its fields). ``out=None`` returns frames without
         writing a file. ``guidance``, ``keyframe_decode``, ``paste_region``, ``render``: None = the bundle's
         default. ``video``: dub a real video instead of animating a portrait (its head motion, blinks and
         background kept, its frames looped forward and back to the speech's length, only the mouth moved:
-        ``mouth/dub.py``). ``speech``: the text's voice made ahead (:class:`~avatarsync.voices.ahead.SpeechAhead`,
-        as the CLI does while torch loads), used when it matches ``text`` and the voice options."""
+        ``mouth/dub.py``). ``ahead``: work started before torch was imported (:class:`~avatarsync.ahead.WorkAhead`,
+        as the CLI does): its voice is used when it matches ``text`` and the voice options, its face when
+        it was found in this ``image`` file."""
         from dataclasses import replace
 
         from tqdm.auto import tqdm
@@ -310,7 +344,7 @@ class Pipeline:
             raise InputError("--crop-only writes the keyframe chain's face crop; the warp renderer has none",
                              "add --render tokens, or drop --crop-only")
         if how == "warp":
-            return self._speak_warp(o, video, speech)
+            return self._speak_warp(o, video, ahead)
         timings: dict[str, float] = {}
         bar = tqdm(total=len(STAGES), desc="speak", unit="stage", disable=not progress)
 
@@ -321,12 +355,11 @@ class Pipeline:
         torch.manual_seed(seed)
         with _timed(timings, "phonemes"):
             track, samples, sr = self.phonemes(text, audio, transcript, lang, voice, rate, pitch, aligner,
-                                                progress=progress, speech=speech)
+                                                progress=progress, ahead=ahead)
             keyed = _positive_units(track)  # one keyframe per unit that lasts
         step("phonemes")
         with _timed(timings, "crop"):
-            img = read_image(image) if isinstance(image, (str, Path)) else image
-            portrait, aligned = self.crop(img, source=str(image) if isinstance(image, (str, Path)) else "the image")
+            portrait, aligned = self.crop(image, str(image) if isinstance(image, (str, Path)) else "the image", ahead)
         step("crop")
         with _timed(timings, "keyframes"):
             key_vectors = self.keyframe_latents(aligned.crop, keyed, seed=seed, temperature=temperature,
@@ -365,16 +398,14 @@ class Pipeline:
         bar.close()
         return SpeakResult(path, frames, samples, sr, self.info.fps, track, timings)
 
-    def _photo_warp(self, image):
+    def _photo_warp(self, image, ahead=None):
         """The ``MouthWarp`` of a portrait (path or array; None = the bundle's avatar, whose stored
-        five points are not enough: its face mesh is found)."""
-        from .faces.detect import find_face
+        five points are not enough: its face mesh is found). ``ahead``: as in ``crop``."""
         from .mouth.warp import MouthWarp
 
         source = str(image) if isinstance(image, (str, Path)) else "the image"
-        img = read_image(image) if isinstance(image, (str, Path)) else image
-        portrait = _even(self.avatar()[0] if img is None else img)
-        points = find_face(portrait, self.detector, source=source).points
+        portrait, face = self._portrait_face(self.avatar()[0] if image is None else image, source, ahead)
+        points = face.points
         if points is None or len(points) < 468:
             raise FaceError("the warp renderer needs the face-mesh detector's 478 landmarks",
                             "use the mediapipe detector, or --render tokens")
@@ -413,7 +444,7 @@ class Pipeline:
                                   "use a bundle made with `avatarsync bundle --mouth DIR`")
         return self.mouth.predict(track, n_frames, self.info.fps)
 
-    def _speak_warp(self, o: SpeakOptions, video: str | Path | None, speech=None) -> SpeakResult:
+    def _speak_warp(self, o: SpeakOptions, video: str | Path | None, ahead=None) -> SpeakResult:
         """``speak`` with ``render="warp"``: phonemes -> mouth shapes -> the photo's own mouth, moved
         (or, with ``video``, which is ``o.video`` or the bundle's backdrop, each frame's mouth of that
         video: ``mouth/dub.py``)."""
@@ -426,7 +457,7 @@ class Pipeline:
         bar = tqdm(total=len(WARP_STAGES), desc="speak", unit="stage", disable=not progress)
         with _timed(timings, "phonemes"):
             track, samples, sr = self.phonemes(o.text, o.audio, o.transcript, o.lang, o.voice, o.rate, o.pitch,
-                                                o.aligner, progress=progress, speech=speech)
+                                                o.aligner, progress=progress, ahead=ahead)
             n_frames = n_output_frames(track.duration, self.info.fps)
         bar.update(1)
         with _timed(timings, "crop"):
@@ -436,7 +467,7 @@ class Pipeline:
                 source = self.video_faces(video, max_frames=n_frames)  # the frames a ping-pong can reach
                 index = pingpong(len(source[0]), n_frames)  # played forward and back to the speech's length
             else:
-                source = self._photo_warp(o.image)
+                source = self._photo_warp(o.image, ahead)
         bar.update(1)
         with _timed(timings, "motion"):
             shapes = self.mouth_shapes(track, n_frames)

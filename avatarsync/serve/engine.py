@@ -134,7 +134,9 @@ class Engine:
     def _default_load(self):
         from ..pipeline import Pipeline
 
-        return Pipeline.from_pretrained(self.config.checkpoint, device=self.config.device)
+        # every model now, under the load lock: no request pays for loading, and no worker imports
+        # transformers while another does
+        return Pipeline.from_pretrained(self.config.checkpoint, device=self.config.device).load_models()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
