@@ -200,7 +200,8 @@ class Pipeline:
 
     def crop(self, image: np.ndarray | str | Path | None, source: str = "the image", ahead=None):
         """(portrait, AlignedFace) for a portrait (an array, a file, or None = the default avatar).
-        ``ahead``: a :class:`~avatarsync.ahead.WorkAhead` that may have found the file's face already."""
+        ``source``: how errors name an array (a file is named by its path). ``ahead``: a
+        :class:`~avatarsync.ahead.WorkAhead` that may have found the file's face already."""
         from .faces.align import align_face
 
         if image is None:
@@ -216,6 +217,7 @@ class Pipeline:
         from .faces.detect import find_face
 
         is_file = isinstance(image, (str, Path))
+        source = str(image) if is_file else source
         portrait = even_sides(read_image(image) if is_file else image)
         face = ahead.face(image, self.detector) if ahead is not None and is_file else None
         return portrait, face if face is not None else find_face(portrait, self.detector, source=source)
@@ -359,7 +361,7 @@ class Pipeline:
             keyed = _positive_units(track)  # one keyframe per unit that lasts
         step("phonemes")
         with _timed(timings, "crop"):
-            portrait, aligned = self.crop(image, str(image) if isinstance(image, (str, Path)) else "the image", ahead)
+            portrait, aligned = self.crop(image, ahead=ahead)
         step("crop")
         with _timed(timings, "keyframes"):
             key_vectors = self.keyframe_latents(aligned.crop, keyed, seed=seed, temperature=temperature,
@@ -403,8 +405,7 @@ class Pipeline:
         five points are not enough: its face mesh is found). ``ahead``: as in ``crop``."""
         from .mouth.warp import MouthWarp
 
-        source = str(image) if isinstance(image, (str, Path)) else "the image"
-        portrait, face = self._portrait_face(self.avatar()[0] if image is None else image, source, ahead)
+        portrait, face = self._portrait_face(self.avatar()[0] if image is None else image, "the image", ahead)
         points = face.points
         if points is None or len(points) < 468:
             raise FaceError("the warp renderer needs the face-mesh detector's 478 landmarks",
